@@ -1,0 +1,42 @@
+# `make demo` and `make test` work on a fresh machine: each installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Starts the local Kafka and PostgreSQL unless GROUPBUY_* variables point at running ones.
+UP = eval "$$($(BIN)/python -m infra.local up)"
+
+.PHONY: install up down status lint test test-unit bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v java >/dev/null || { echo "installing Java 17 for Kafka" >&2; apt-get update -q >&2 && apt-get install -y -q openjdk-17-jre-headless >&2; }
+	@command -v mvn >/dev/null || { echo "installing Maven to fetch Kafka" >&2; apt-get update -q >&2 && apt-get install -y -q maven >&2; }
+	$(PYTHON) -m venv $(VENV) >&2
+	$(BIN)/pip install -q --upgrade pip >&2
+	$(BIN)/pip install -q -e '.[dev]' >&2
+	@touch $@
+
+# `eval "$(make -s up)"` exports GROUPBUY_KAFKA_BOOTSTRAP and GROUPBUY_DATABASE_URL.
+up: install
+	@$(BIN)/python -m infra.local up
+
+down:
+	@$(BIN)/python -m infra.local down
+
+status:
+	@$(BIN)/python -m infra.local status
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test: lint
+	@$(UP) && $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

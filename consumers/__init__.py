@@ -1,0 +1,1 @@
+"""Kafka consumer processes: decode, call the domain or a projection, track."""

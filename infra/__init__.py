@@ -1,0 +1,1 @@
+"""Wiring and real services: settings, Kafka and PostgreSQL adapters, CLI, local launchers."""

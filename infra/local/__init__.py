@@ -1,0 +1,1 @@
+"""Throwaway Kafka and PostgreSQL on loopback, for development, tests and the demo."""

@@ -1,0 +1,66 @@
+"""`python -m infra.local up|down|status`: start, stop or show the local Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from infra.local.common import LauncherError
+from infra.local.kafka import LocalKafka
+from infra.local.postgres import LocalPostgres
+
+KAFKA_VAR, DATABASE_VAR = "GROUPBUY_KAFKA_BOOTSTRAP", "GROUPBUY_DATABASE_URL"
+
+
+def up() -> None:
+    """Start what is not configured; print `export` lines for `eval "$(make -s up)"`."""
+    values = {KAFKA_VAR: os.environ.get(KAFKA_VAR), DATABASE_VAR: os.environ.get(DATABASE_VAR)}
+    if not values[DATABASE_VAR]:
+        postgres = LocalPostgres.from_env()
+        log(postgres.start())
+        values[DATABASE_VAR] = postgres.url
+    if not values[KAFKA_VAR]:
+        kafka = LocalKafka.from_env()
+        log(kafka.start())
+        values[KAFKA_VAR] = kafka.bootstrap
+    for name, value in values.items():
+        print(f"export {name}={shlex.quote(str(value))}")
+
+
+def down() -> None:
+    for name, service in (
+        ("Kafka", LocalKafka.from_env()),
+        ("PostgreSQL", LocalPostgres.from_env()),
+    ):
+        log(f"{name} stopped" if service.stop() else f"{name} was not running")
+
+
+def status() -> None:
+    kafka, postgres = LocalKafka.from_env(), LocalPostgres.from_env()
+    log(f"Kafka at {kafka.bootstrap}: {'running' if kafka.is_running() else 'stopped'}")
+    log(f"PostgreSQL at {postgres.url}: {'running' if postgres.is_running() else 'stopped'}")
+
+
+def log(line: str) -> None:
+    # stdout carries only the export lines, so `eval` sees nothing else.
+    print(line, file=sys.stderr, flush=True)
+
+
+COMMANDS = {"up": up, "down": down, "status": status}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in COMMANDS:
+        log("usage: python -m infra.local up|down|status")
+        return 2
+    try:
+        COMMANDS[argv[0]]()
+    except LauncherError as error:
+        log(f"infra: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

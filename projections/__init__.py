@@ -1,0 +1,1 @@
+"""Read models: events to rows, each with its tracking position."""

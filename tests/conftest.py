@@ -1,0 +1,84 @@
+"""Session-wide services for integration tests, and per-test isolation (topics, schemas)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from kafka import KafkaAdminClient
+
+from tests.support.services import Services, provide_services
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    with provide_services() as provided:
+        yield provided
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: Services) -> str:
+    return services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(services: Services) -> str:
+    return services.database_url
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random suffix, so that no two tests share ids, topics or schemas."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topic_prefix(unique: str) -> str:
+    return f"test-{unique}."
+
+
+@pytest.fixture
+def kafka_admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="groupbuy-tests")
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def pg_schema(database_url: str, unique: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+    schema = f"test_{unique}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield schema
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+SERVICE_VERSIONS = pytest.StashKey[dict[str, str]]()
+
+
+@pytest.fixture
+def report_version(request: pytest.FixtureRequest) -> object:
+    """Record a service's version for the summary at the end of the test log."""
+
+    def report(service: str, version: str) -> None:
+        request.config.stash.setdefault(SERVICE_VERSIONS, {})[service] = version
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    versions = terminalreporter.config.stash.get(SERVICE_VERSIONS, {})
+    if versions:
+        terminalreporter.section("services under test")
+        for service, version in sorted(versions.items()):
+            terminalreporter.write_line(f"{service}: {version}")
