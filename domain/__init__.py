@@ -1,0 +1,1 @@
+"""The Campaign domain: pricing, commitments, clearing price, closing; pure Python."""
