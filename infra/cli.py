@@ -1,10 +1,22 @@
-"""The `groupbuy` command; each later service and operator command adds a subcommand here."""
+"""The `groupbuy` command: services and, later, operator and analyst commands."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from importlib.metadata import version
+
+from infra.ingest_service import run_ingest
+from infra.settings import Settings
+
+Service = Callable[[Settings, threading.Event], None]
+SERVICES: dict[str, tuple[Service, str]] = {
+    "ingest": (run_ingest, "apply orders from Kafka to campaigns, exactly once"),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -13,7 +25,9 @@ def parser() -> argparse.ArgumentParser:
         description="Event-sourced group buying: many sites, one campaign, one falling price.",
     )
     root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
-    root.add_subparsers(dest="command", metavar="COMMAND")
+    commands = root.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, summary) in SERVICES.items():
+        commands.add_parser(name, help=summary, description=summary)
     return root
 
 
@@ -22,4 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command is None:
         parser().print_help(sys.stderr)
         return 2
+    service, _ = SERVICES[arguments.command]
+    return run_until_signalled(service)
+
+
+def run_until_signalled(service: Service) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    service(Settings.from_env(), stop)
     return 0

@@ -19,6 +19,7 @@ class Settings:
     database_url: str
     kafka_bootstrap: str
     topic_prefix: str = ""
+    database_schema: str = "public"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -28,10 +29,9 @@ class Settings:
             kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP")
             or LocalKafka.from_env().bootstrap,
             topic_prefix=os.environ.get("GROUPBUY_TOPIC_PREFIX", ""),
+            # Lets several installations (or test runs) share one database.
+            database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
         )
-
-    def topic(self, name: str) -> str:
-        return self.topic_prefix + name
 
 
 def eventsourcing_env(database_url: str, schema: str = "") -> dict[str, str]:

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient
 
+from infra.settings import Settings
 from tests.support.services import Services, provide_services
 
 
@@ -82,3 +83,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("services under test")
         for service, version in sorted(versions.items()):
             terminalreporter.write_line(f"{service}: {version}")
+
+
+@pytest.fixture
+def settings(services: Services, topic_prefix: str, pg_schema: str) -> Settings:
+    """groupbuy's configuration for one test: its own topics and its own schema."""
+    return Settings(
+        database_url=services.database_url,
+        kafka_bootstrap=services.kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        database_schema=pg_schema,
+    )

@@ -1,0 +1,105 @@
+"""A consumer loop whose positions live in PostgreSQL with the data they produced."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from eventsourcing.persistence import PersistenceError, RecordConflictError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+from consumers.batch import Record, position_name
+
+log = logging.getLogger(__name__)
+RETRY_PAUSE = 1.0  # seconds before applying a batch again after the database failed
+
+
+class BatchSink(Protocol):
+    """Applies polled records and saves the result with the new positions, atomically."""
+
+    def stored_positions(self, names: Sequence[str]) -> dict[str, int | None]: ...
+
+    def process(self, records: Sequence[Record], expected: dict[str, int | None]) -> None:
+        """Apply and save; the save must refuse if a position is no longer `expected`."""
+
+    def forget(self) -> None:
+        """Drop in-memory state that a failed save may have left ahead of the database."""
+
+
+class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Poll, process, save; on assignment or any failure, go back to the stored positions."""
+
+    def __init__(self, consumer: KafkaConsumer, sink: BatchSink, max_records: int = 2000) -> None:
+        self.consumer = consumer
+        self.sink = sink
+        self.max_records = max_records
+        self.positions: dict[str, int | None] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.poll_once()
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """One batch: the number of records applied (0 if none came or the save failed)."""
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        records = [self._record(r) for batch in polled.values() for r in batch]
+        # Anything at or before a stored position was applied already (a late seek, a retry).
+        records = [r for r in records if r.offset > (self.positions.get(r.position_name) or -1)]
+        if not records:
+            return 0
+        names = {r.position_name for r in records}
+        try:
+            self.sink.process(records, {name: self.positions.get(name) for name in names})
+        except RecordConflictError as error:
+            log.warning("another process moved on (%s); rereading positions", error)
+            self._rewind()
+            return 0
+        except PersistenceError as error:
+            log.warning("saving a batch failed (%s); retrying in %.0f s", error, RETRY_PAUSE)
+            threading.Event().wait(RETRY_PAUSE)
+            self._rewind()
+            return 0
+        self._moved_to(records)
+        return len(records)
+
+    def _moved_to(self, records: Sequence[Record]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in records:
+            self.positions[record.position_name] = record.offset
+            partition = TopicPartition(record.topic, record.partition)
+            offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
+        # Kafka's committed offsets only show lag; the database holds the real positions.
+        self.consumer.commit_async(offsets)
+
+    def _rewind(self) -> None:
+        self.sink.forget()
+        self.on_partitions_assigned(list(self.consumer.assignment()))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        stored = self.sink.stored_positions([position_name(p.topic, p.partition) for p in assigned])
+        for partition in assigned:
+            position = stored[position_name(partition.topic, partition.partition)]
+            self.positions[position_name(partition.topic, partition.partition)] = position
+            if position is None:
+                self.consumer.seek_to_beginning(partition)
+            else:
+                self.consumer.seek(partition, position + 1)
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for partition in revoked:
+            self.positions.pop(position_name(partition.topic, partition.partition), None)
+        self.sink.forget()
+
+    @staticmethod
+    def _record(record: Any) -> Record:
+        return Record(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            tuple(record.headers or ()),
+        )

@@ -1,0 +1,143 @@
+"""Decoding of `groupbuy.orders.v1` messages against the contract (SPEC section 3)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+MAX_MESSAGE_BYTES = 16 * 1024  # a real order is a few hundred bytes
+MAX_ID_LENGTH = 200
+
+
+class MalformedMessageError(ValueError):
+    """The message cannot be parsed or validated; it goes to the DLQ with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    order_id: str
+    site_id: str
+    campaign_id: str
+    buyer_id: str
+    quantity: int
+    max_unit_price: Decimal | None
+    placed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    order_id: str
+    site_id: str
+    campaign_id: str
+    cancelled_at: datetime
+
+
+OrderMessage = PlaceOrder | CancelOrder
+
+
+def decode(value: bytes | None) -> OrderMessage:
+    """The command an order message asks for; MalformedMessageError says what is wrong."""
+    fields = _json_object(value)
+    kind = fields.get("type")
+    if kind == "order.placed":
+        return PlaceOrder(
+            order_id=_identifier(fields, "order_id"),
+            site_id=_identifier(fields, "site_id"),
+            campaign_id=_identifier(fields, "campaign_id"),
+            buyer_id=_identifier(fields, "buyer_id"),
+            quantity=_integer(fields, "quantity"),
+            max_unit_price=_optional_money(fields, "max_unit_price"),
+            placed_at=_instant(fields, "placed_at"),
+        )
+    if kind == "order.cancelled":
+        return CancelOrder(
+            order_id=_identifier(fields, "order_id"),
+            site_id=_identifier(fields, "site_id"),
+            campaign_id=_identifier(fields, "campaign_id"),
+            cancelled_at=_instant(fields, "cancelled_at"),
+        )
+    if kind is None:
+        raise MalformedMessageError("missing field 'type'")
+    raise MalformedMessageError(
+        f"unknown type {kind!r}: expected 'order.placed' or 'order.cancelled'"
+    )
+
+
+def _json_object(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise MalformedMessageError("empty message (no value)")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise MalformedMessageError(
+            f"oversized message: {len(value)} bytes, at most {MAX_MESSAGE_BYTES}"
+        )
+    try:
+        fields = json.loads(value.decode("utf-8"), parse_float=Decimal, parse_constant=_no_nan)
+    except UnicodeDecodeError as error:
+        raise MalformedMessageError(f"not UTF-8: {error.reason} at byte {error.start}") from None
+    except json.JSONDecodeError as error:
+        raise MalformedMessageError(f"not JSON: {error.msg} at character {error.pos}") from None
+    if not isinstance(fields, dict):
+        raise MalformedMessageError(f"not a JSON object but {type(fields).__name__}")
+    return fields
+
+
+def _no_nan(constant: str) -> None:
+    raise MalformedMessageError(f"not JSON: {constant} is not a number JSON allows")
+
+
+def _required(fields: dict[str, Any], name: str) -> Any:
+    if name not in fields or fields[name] is None:
+        raise MalformedMessageError(f"missing field {name!r}")
+    return fields[name]
+
+
+def _identifier(fields: dict[str, Any], name: str) -> str:
+    value = _required(fields, name)
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedMessageError(f"field {name!r} must be a non-empty string, got {value!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise MalformedMessageError(f"field {name!r} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _integer(fields: dict[str, Any], name: str) -> int:
+    value = _required(fields, name)
+    # bool is an int in Python, but `true` is no quantity.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedMessageError(f"field {name!r} must be an integer, got {value!r}")
+    return value
+
+
+def _optional_money(fields: dict[str, Any], name: str) -> Decimal | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedMessageError(
+            f'field {name!r} must be a decimal string like "95.00", got {value!r}'
+        )
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise MalformedMessageError(f"field {name!r} is not a decimal number: {value!r}") from None
+    if not amount.is_finite():
+        raise MalformedMessageError(f"field {name!r} must be a finite amount, got {value!r}")
+    return amount
+
+
+def _instant(fields: dict[str, Any], name: str) -> datetime:
+    value = _required(fields, name)
+    if not isinstance(value, str):
+        raise MalformedMessageError(f"field {name!r} must be an RFC 3339 string, got {value!r}")
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedMessageError(
+            f"field {name!r} is not an RFC 3339 instant: {value!r}"
+        ) from None
+    if instant.tzinfo is None:
+        raise MalformedMessageError(f"field {name!r} has no UTC offset: {value!r}")
+    return instant

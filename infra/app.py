@@ -1,0 +1,28 @@
+"""Builds the GroupBuying application on the PostgreSQL event store."""
+
+from __future__ import annotations
+
+from eventsourcing.utils import get_topic
+
+from domain.application import GroupBuying
+from infra.settings import Settings, eventsourcing_env
+from infra.store import GroupBuyingRecorder
+
+EVENTS_TABLE = "groupbuying_events"
+OUTBOX_TABLE = "groupbuying_outbox"
+
+
+def store_env(settings: Settings) -> dict[str, str]:
+    """eventsourcing settings: our recorder, one row per tracked partition, tables created."""
+    return eventsourcing_env(settings.database_url, settings.database_schema) | {
+        "PROCESS_RECORDER_TOPIC": get_topic(GroupBuyingRecorder),
+        "SINGLE_ROW_TRACKING": "y",
+        "CREATE_TABLE": "y",
+        "POSTGRES_POOL_SIZE": "4",
+        # Kafka positions are saved with the events; a slow batch must not be cut off.
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
+    }
+
+
+def open_app(settings: Settings, **env: str) -> GroupBuying:
+    return GroupBuying(env=store_env(settings) | env)

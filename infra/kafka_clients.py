@@ -1,0 +1,35 @@
+"""Kafka clients configured the one way groupbuy uses them."""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from infra.settings import Settings
+
+
+def admin(settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="groupbuy")
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    """Idempotent and fully acknowledged: a retried send is never written twice."""
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        compression_type=None,
+    )
+
+
+def consumer(settings: Settings, group: str) -> KafkaConsumer:
+    """A group member that never commits by itself: positions live in PostgreSQL."""
+    return KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.topic_prefix + group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=2000,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )

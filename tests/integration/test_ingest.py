@@ -1,0 +1,208 @@
+"""Orders from Kafka reach the event store exactly once, and every order gets one result."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from domain.application import GroupBuying
+from domain.definition import CampaignDefinition
+from infra.app import open_app
+from infra.ingest_service import run_ingest
+from infra.settings import Settings
+from infra.topics import Topics
+from tests.support.kafka_io import publish, read_json, read_until, wait_for
+from tests.support.pipeline import running
+
+SITES = ("site-a", "site-b", "site-c")
+
+
+def campaign(campaign_id: str, **changes: Any) -> CampaignDefinition:
+    deadline = datetime.now(UTC) + timedelta(hours=1)
+    data: dict[str, Any] = {
+        "campaign_id": campaign_id,
+        "sku": "SKU-1",
+        "title": "A test product",
+        "supplier_id": "acme",
+        "currency": "EUR",
+        "floor_price": "6.00",
+        "pricing": {
+            "kind": "tiers",
+            "tiers": [
+                {"min_quantity": 1, "unit_price": "10.00"},
+                {"min_quantity": 20, "unit_price": "8.00"},
+                {"min_quantity": 60, "unit_price": "6.00"},
+            ],
+        },
+        "minimum_quantity": 10,
+        "max_per_buyer": 6,
+        "deadline": deadline.isoformat().replace("+00:00", "Z"),
+    }
+    return CampaignDefinition.from_json_dict(data | changes)
+
+
+def placed(campaign_id: str, n: int, quantity: int = 1, **extra: Any) -> dict[str, Any]:
+    site = SITES[n % len(SITES)]
+    return {
+        "type": "order.placed",
+        "order_id": f"{site}:{campaign_id}:{n}",
+        "site_id": site,
+        "campaign_id": campaign_id,
+        "buyer_id": f"b-{n % 17}",
+        "quantity": quantity,
+        "placed_at": "2026-11-27T10:00:00Z",
+    } | extra
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[GroupBuying]:
+    application = open_app(settings)
+    yield application
+    application.close()
+
+
+def test_orders_over_several_campaigns_are_stored_once_with_one_result_each(
+    settings: Settings, app: GroupBuying, unique: str
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    campaign_ids = [f"c{n}-{unique}" for n in range(3)]
+    for campaign_id in campaign_ids:
+        app.open_campaign(campaign(campaign_id), datetime.now(UTC))
+    rng = random.Random(7)
+    orders = [placed(rng.choice(campaign_ids), n, quantity=rng.randint(1, 4)) for n in range(300)]
+    orders += [placed(f"nowhere-{unique}", 1000)]  # unknown campaign
+    orders += orders[:25]  # redelivered by a site: the same order_id again
+
+    with running(run_ingest, settings):
+        publish(settings, topics.orders, orders)
+        results = read_json(settings, topics.order_results, len(orders))
+
+    assert len(results) == len(orders)
+    assert Counter(r["order_id"] for r in results) == Counter(o["order_id"] for o in orders)
+    accepted = {r["order_id"] for r in results if r["type"] == "order.accepted"}
+    rejected = {r["order_id"]: r["reason"] for r in results if r["type"] == "order.rejected"}
+    assert rejected[placed(f"nowhere-{unique}", 1000)["order_id"]] == "unknown_campaign"
+    assert "per_buyer_limit" in rejected.values()
+    reader = open_app(settings)  # a fresh application: nothing cached from before ingestion
+    stored = {
+        order_id: commitment.quantity
+        for campaign_id in campaign_ids
+        for order_id, commitment in reader.get_campaign(campaign_id).commitments.items()
+    }
+    reader.close()
+    assert set(stored) == accepted
+    by_id = {o["order_id"]: o["quantity"] for o in orders}
+    assert stored == {order_id: by_id[order_id] for order_id in accepted}
+
+
+def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on(
+    settings: Settings, app: GroupBuying, unique: str
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    campaign_id = f"dlq-{unique}"
+    app.open_campaign(campaign(campaign_id), datetime.now(UTC))
+    malformed: list[dict[str, Any] | bytes] = [
+        b"not json at all",
+        b"\xff\xfe\x00",
+        b'["a", "list"]',
+        json.dumps({"type": "order.shipped", "campaign_id": campaign_id}).encode(),
+        json.dumps({k: v for k, v in placed(campaign_id, 1).items() if k != "buyer_id"}).encode(),
+        json.dumps(placed(campaign_id, 2) | {"quantity": "three"}).encode(),
+        json.dumps(placed(campaign_id, 3) | {"padding": "x" * 20_000}).encode(),
+    ]
+    well_formed = [
+        placed(campaign_id, 4, quantity=-5),  # negative: rejected as invalid
+        placed(campaign_id, 5, quantity=10**12),  # huge: rejected as invalid
+        placed(campaign_id, 6, quantity=2),  # and the consumer still accepts good orders
+    ]
+
+    with running(run_ingest, settings):
+        publish(settings, topics.orders, malformed + well_formed)
+        dead = read_until(settings, topics.orders_dlq, lambda rs: len(rs) >= len(malformed))
+        results = read_json(settings, topics.order_results, len(well_formed))
+
+    assert [r.value for r in dead] == malformed
+    errors = [dict(r.headers)["error"].decode() for r in dead]
+    for error, expected in zip(
+        errors,
+        [
+            "not JSON",
+            "not UTF-8",
+            "not a JSON object",
+            "unknown type 'order.shipped'",
+            "missing field 'buyer_id'",
+            "field 'quantity' must be an integer",
+            "oversized message",
+        ],
+        strict=True,
+    ):
+        assert expected in error
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["source.topic"] == topics.orders.encode()
+        assert int(headers["source.offset"]) >= 0
+    verdicts = {r["order_id"]: (r["type"], r.get("reason")) for r in results}
+    assert verdicts == {
+        well_formed[0]["order_id"]: ("order.rejected", "invalid"),
+        well_formed[1]["order_id"]: ("order.rejected", "invalid"),
+        well_formed[2]["order_id"]: ("order.accepted", None),
+    }
+
+
+def cancelled(order: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "order.cancelled",
+        "order_id": order["order_id"],
+        "site_id": order["site_id"],
+        "campaign_id": order["campaign_id"],
+        "cancelled_at": "2026-11-27T11:00:00Z",
+    }
+
+
+def test_every_rejection_reason_reaches_the_site_as_a_result(
+    settings: Settings, app: GroupBuying, unique: str
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    now = datetime.now(UTC)
+    ids = {name: f"{name}-{unique}" for name in ("main", "future", "stock", "closing", "cutoff")}
+    app.open_campaign(campaign(ids["main"], max_per_buyer=2), now)
+    app.open_campaign(campaign(ids["future"], opens_at=(now + timedelta(hours=1)).isoformat()), now)
+    app.open_campaign(campaign(ids["stock"], minimum_quantity=1, maximum_quantity=5), now)
+    deadline = now + timedelta(seconds=3)
+    app.open_campaign(campaign(ids["closing"], deadline=deadline.isoformat()), now)
+    app.open_campaign(campaign(ids["cutoff"], cancellation_cutoff="PT2H"), now)
+    cutoff_order = placed(ids["cutoff"], 1)
+    # Orders of one campaign share a partition, so they are applied in this order.
+    expected: list[tuple[dict[str, Any], str, str | None]] = [
+        (placed(ids["main"], 2, quantity=3), "order.rejected", "per_buyer_limit"),
+        (placed(ids["main"], 3, quantity=0), "order.rejected", "invalid"),
+        (placed(ids["main"], 4, max_unit_price="9.999"), "order.rejected", "invalid"),
+        (cancelled(placed(ids["main"], 5)), "cancellation.rejected", "unknown_order"),
+        (placed(f"none-{unique}", 6), "order.rejected", "unknown_campaign"),
+        (placed(ids["future"], 7), "order.rejected", "not_open"),
+        (placed(ids["stock"], 8, quantity=3), "order.accepted", None),
+        (placed(ids["stock"], 9, quantity=3), "order.rejected", "exceeds_stock"),
+        (placed(ids["stock"], 10, quantity=2), "order.accepted", None),
+        (placed(ids["stock"], 11), "order.rejected", "sold_out"),
+        (cutoff_order, "order.accepted", None),
+        (cancelled(cutoff_order), "cancellation.rejected", "cutoff_passed"),
+    ]
+    late = placed(ids["closing"], 12)
+
+    with running(run_ingest, settings):
+        publish(settings, topics.orders, [message for message, _, _ in expected])
+        results = read_json(settings, topics.order_results, len(expected))
+        wait_for(lambda: datetime.now(UTC) > deadline, what="the deadline")
+        publish(settings, topics.orders, [late])
+        results = read_json(settings, topics.order_results, len(expected) + 1)
+
+    verdicts = [(r["order_id"], r["type"], r.get("reason")) for r in results]
+    for message, kind, reason in expected:
+        assert (message["order_id"], kind, reason) in verdicts
+    assert (late["order_id"], "order.rejected", "campaign_closed") in verdicts

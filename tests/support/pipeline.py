@@ -1,0 +1,75 @@
+"""Running groupbuy's services against the test's own topics and schema."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from infra.settings import Settings
+
+GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
+Service = Callable[[Settings, threading.Event], None]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    names = {
+        "database_url": "GROUPBUY_DATABASE_URL",
+        "kafka_bootstrap": "GROUPBUY_KAFKA_BOOTSTRAP",
+        "topic_prefix": "GROUPBUY_TOPIC_PREFIX",
+        "database_schema": "GROUPBUY_DATABASE_SCHEMA",
+    }
+    return {names[field]: value for field, value in asdict(settings).items()}
+
+
+@contextlib.contextmanager
+def running(service: Service, settings: Settings) -> Iterator[threading.Event]:
+    """A service on a thread of the test process, stopped (and checked) on exit."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service(settings, stop)
+        except BaseException as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=target, name=service.__name__)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive(), f"{service.__name__} did not stop"
+    assert not failures, f"{service.__name__} failed: {failures[0]!r}"
+
+
+class ServiceProcess:
+    """`groupbuy <command>` as a child process, to be killed like a crashing machine."""
+
+    def __init__(self, command: str, settings: Settings, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [GROUPBUY, command],
+                env=os.environ | settings_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)

@@ -1,0 +1,131 @@
+"""Order messages decode into commands, and malformed ones say precisely what is wrong."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from consumers.order_messages import (
+    MAX_MESSAGE_BYTES,
+    CancelOrder,
+    MalformedMessageError,
+    PlaceOrder,
+    decode,
+)
+
+PLACED: dict[str, Any] = {
+    "type": "order.placed",
+    "order_id": "site-a:1001",
+    "site_id": "site-a",
+    "campaign_id": "laptop-x1",
+    "buyer_id": "b-42",
+    "quantity": 2,
+    "max_unit_price": "95.00",
+    "placed_at": "2026-11-27T10:00:00Z",
+}
+CANCELLED: dict[str, Any] = {
+    "type": "order.cancelled",
+    "order_id": "site-a:1001",
+    "site_id": "site-a",
+    "campaign_id": "laptop-x1",
+    "cancelled_at": "2026-11-27T11:00:00Z",
+}
+
+
+def encode(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def reason_for(value: bytes | None) -> str:
+    with pytest.raises(MalformedMessageError) as raised:
+        decode(value)
+    return str(raised.value)
+
+
+def test_placed_order_decodes_with_exact_money_and_utc_time() -> None:
+    command = decode(encode(PLACED))
+
+    assert command == PlaceOrder(
+        order_id="site-a:1001",
+        site_id="site-a",
+        campaign_id="laptop-x1",
+        buyer_id="b-42",
+        quantity=2,
+        max_unit_price=Decimal("95.00"),
+        placed_at=datetime(2026, 11, 27, 10, tzinfo=UTC),
+    )
+
+
+def test_max_unit_price_is_optional() -> None:
+    fields = {k: v for k, v in PLACED.items() if k != "max_unit_price"}
+
+    command = decode(encode(fields))
+
+    assert isinstance(command, PlaceOrder)
+    assert command.max_unit_price is None
+
+
+def test_cancellation_decodes() -> None:
+    command = decode(encode(CANCELLED))
+
+    assert command == CancelOrder(
+        "site-a:1001", "site-a", "laptop-x1", datetime(2026, 11, 27, 11, tzinfo=UTC)
+    )
+
+
+def test_unknown_extra_fields_are_ignored() -> None:
+    assert decode(encode(PLACED | {"coupon": "XMAS", "v": 2})) == decode(encode(PLACED))
+
+
+def test_negative_quantity_is_well_formed_and_left_for_the_domain_to_reject() -> None:
+    command = decode(encode(PLACED | {"quantity": -3}))
+
+    assert isinstance(command, PlaceOrder)
+    assert command.quantity == -3
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\x00\xff not text", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b'{"quantity": NaN}', "not JSON"),
+        (b"[1, 2]", "not a JSON object but list"),
+        (None, "empty message"),
+        (b"x" * (MAX_MESSAGE_BYTES + 1), "oversized message"),
+    ],
+)
+def test_unparseable_messages_say_why(value: bytes | None, reason: str) -> None:
+    assert reason in reason_for(value)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"type": "order.shipped"}, "unknown type 'order.shipped'"),
+        ({"type": None}, "missing field 'type'"),
+        ({"quantity": None}, "missing field 'quantity'"),
+        ({"order_id": None}, "missing field 'order_id'"),
+        ({"quantity": "2"}, "field 'quantity' must be an integer"),
+        ({"quantity": 2.5}, "field 'quantity' must be an integer"),
+        ({"quantity": True}, "field 'quantity' must be an integer"),
+        ({"buyer_id": 42}, "field 'buyer_id' must be a non-empty string"),
+        ({"site_id": "  "}, "field 'site_id' must be a non-empty string"),
+        ({"order_id": "x" * 201}, "longer than 200"),
+        ({"max_unit_price": 95.0}, "must be a decimal string"),
+        ({"max_unit_price": "cheap"}, "is not a decimal number"),
+        ({"max_unit_price": "Infinity"}, "must be a finite amount"),
+        ({"placed_at": "yesterday"}, "is not an RFC 3339 instant"),
+        ({"placed_at": "2026-11-27T10:00:00"}, "has no UTC offset"),
+    ],
+)
+def test_invalid_fields_say_which_field_and_what_is_wrong(
+    change: dict[str, Any], reason: str
+) -> None:
+    fields = {k: v for k, v in (PLACED | change).items() if v is not None}
+
+    assert reason in reason_for(encode(fields))
