@@ -1,0 +1,124 @@
+"""`kill -9` of ingest processes loses no accepted order and counts none twice."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain.campaign import Campaign
+from infra import kafka_clients
+from infra.app import open_app
+from infra.settings import Settings
+from infra.topics import Topics, ensure_topics
+from tests.integration.test_ingest import campaign, placed
+from tests.support.kafka_io import publish, read_json, read_until, wait_for
+from tests.support.pipeline import ServiceProcess
+
+ORDERS = 4000
+CAMPAIGNS = 5
+
+
+@pytest.fixture
+def campaign_ids(settings: Settings, unique: str) -> list[str]:
+    ids = [f"crash{n}-{unique}" for n in range(CAMPAIGNS)]
+    app = open_app(settings)
+    for campaign_id in ids:
+        # No per-buyer limit and no stock cap: every order must end up accepted.
+        app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
+    app.close()
+    topics = Topics(settings.topic_prefix)
+    admin = kafka_clients.admin(settings)
+    ensure_topics(admin, topics, topics.ingest_topics())
+    admin.close()
+    return ids
+
+
+@pytest.fixture
+def orders(campaign_ids: list[str]) -> list[dict[str, Any]]:
+    return [placed(campaign_ids[n % CAMPAIGNS], n, quantity=1 + n % 3) for n in range(ORDERS)]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServiceProcess]]:
+    started: list[ServiceProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def publish_in_trickles(settings: Settings, orders: list[dict[str, Any]]) -> threading.Thread:
+    """Publish in small chunks, so that crashes land in the middle of the stream."""
+
+    def trickle() -> None:
+        for start in range(0, len(orders), 100):
+            publish(settings, Topics(settings.topic_prefix).orders, orders[start : start + 100])
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    return thread
+
+
+def result_count(settings: Settings) -> int:
+    return len(
+        read_until(settings, Topics(settings.topic_prefix).order_results, lambda _: False, 0.5)
+    )
+
+
+def assert_each_order_stored_once(
+    settings: Settings, campaign_ids: list[str], orders: list[dict[str, Any]]
+) -> None:
+    results = read_json(settings, Topics(settings.topic_prefix).order_results, len(orders), 120)
+    # Results are at least once: a crash may repeat one, never change it or lose it.
+    assert {r["order_id"] for r in results} == {o["order_id"] for o in orders}
+    assert {r["type"] for r in results} == {"order.accepted"}
+    reader = open_app(settings)
+    placements: Counter[str] = Counter()
+    committed = 0
+    for campaign_id in campaign_ids:
+        for event in reader.events.get(Campaign.create_id(campaign_id)):
+            if isinstance(event, Campaign.CommitmentPlaced):
+                placements[event.order_id] += 1
+        committed += reader.get_campaign(campaign_id).committed_quantity
+    reader.close()
+    assert placements == Counter({o["order_id"]: 1 for o in orders})
+    assert committed == sum(o["quantity"] for o in orders)
+
+
+def test_ingest_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing_twice(
+    settings: Settings,
+    campaign_ids: list[str],
+    orders: list[dict[str, Any]],
+    processes: list[ServiceProcess],
+    tmp_path: Path,
+) -> None:
+    processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-1.log"))
+    publishing = publish_in_trickles(settings, orders)
+    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    processes[0].kill()
+    processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-2.log"))
+    publishing.join()
+
+    assert_each_order_stored_once(settings, campaign_ids, orders)
+
+
+def test_two_ingest_processes_share_the_work_and_survive_one_being_killed(
+    settings: Settings,
+    campaign_ids: list[str],
+    orders: list[dict[str, Any]],
+    processes: list[ServiceProcess],
+    tmp_path: Path,
+) -> None:
+    processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-a.log"))
+    processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-b.log"))
+    publishing = publish_in_trickles(settings, orders)
+    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    processes[0].kill()
+    publishing.join()
+
+    assert_each_order_stored_once(settings, campaign_ids, orders)
