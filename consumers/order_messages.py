@@ -74,7 +74,7 @@ def _json_object(value: bytes | None) -> dict[str, Any]:
             f"oversized message: {len(value)} bytes, at most {MAX_MESSAGE_BYTES}"
         )
     try:
-        fields = json.loads(value.decode("utf-8"), parse_float=Decimal, parse_constant=_no_nan)
+        fields = _JSON.decode(value.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise MalformedMessageError(f"not UTF-8: {error.reason} at byte {error.start}") from None
     except json.JSONDecodeError as error:
@@ -86,6 +86,10 @@ def _json_object(value: bytes | None) -> dict[str, Any]:
 
 def _no_nan(constant: str) -> None:
     raise MalformedMessageError(f"not JSON: {constant} is not a number JSON allows")
+
+
+# Built once: json.loads with options would build a decoder for every message.
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_nan)
 
 
 def _required(fields: dict[str, Any], name: str) -> Any:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+    Tracking,
+)
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -18,7 +25,12 @@ OUTBOX_CHANNEL = "groupbuy_outbox"
 
 
 class GroupBuyingRecorder(PostgresProcessRecorder):
-    """eventsourcing's process recorder, taking `positions` and `outbox` with the events."""
+    """eventsourcing's process recorder, taking `positions` and `outbox` with the events.
+
+    Ingestion writes thousands of events and outbox rows a transaction, so rows go in by
+    binary COPY rather than as parameters one by one; the table lock that keeps
+    notification ids in commit order is taken as the library takes it.
+    """
 
     def __init__(
         self,
@@ -33,13 +45,19 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
             events_table_name=events_table_name,
             tracking_table_name=tracking_table_name or f"{prefix}_tracking",
         )
-        self.outbox_table = Identifier(datastore.schema, f"{prefix}_outbox")
+        outbox = Identifier(datastore.schema, f"{prefix}_outbox")
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, topic text NOT NULL, "
                 "key bytea, value bytea NOT NULL, headers jsonb NOT NULL)"
-            ).format(self.outbox_table)
+            ).format(outbox)
         )
+        self.copy_outbox = SQL(
+            "COPY {} (topic, key, value, headers) FROM STDIN (FORMAT BINARY)"
+        ).format(outbox)
+        self.copy_events = SQL(
+            "COPY {} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+        ).format(Identifier(datastore.schema, self.events_table_name))
         tracking = Identifier(datastore.schema, self.tracking_table_name)
         self.move_position = SQL(
             "INSERT INTO {0} VALUES (%(name)s, %(position)s) ON CONFLICT (application_name) "
@@ -50,21 +68,41 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
             "INSERT INTO {0} VALUES (%(name)s, %(position)s) "
             "ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
         ).format(tracking)
-        self.insert_outbox = SQL(
-            "INSERT INTO {} (topic, key, value, headers) VALUES (%s, %s, %s, %s)"
-        ).format(self.outbox_table)
 
-    def _insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        positions: Sequence[Tracking] = kwargs.get("positions", ())
-        for position in positions:
-            self._insert_tracking(curs, position)
-        outbox: Sequence[OutboxMessage] = kwargs.get("outbox", ())
-        if outbox:
-            curs.executemany(self.insert_outbox, [_outbox_row(m) for m in outbox])
-            curs.execute(SQL("SELECT pg_notify(%s, '')"), (OUTBOX_CHANNEL,))
-        super()._insert_events(curs, stored_events, **kwargs)
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """Store events, positions and outbox rows, all or nothing.
+
+        Returns no notification ids: nothing in groupbuy follows them in process, and the
+        relay reads them back from the table.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            tracking: Tracking | None = kwargs.get("tracking")
+            for position in [*kwargs.get("positions", ()), *([tracking] if tracking else [])]:
+                self._insert_tracking(curs, position)
+            outbox: Sequence[OutboxMessage] = kwargs.get("outbox", ())
+            if outbox:
+                self._copy_outbox(curs, outbox)
+            if stored_events:
+                self._lock_table(curs)
+                self._notify_channel(curs)
+                self._copy_events(curs, stored_events)
+
+    def _copy_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> None:
+        with curs.copy(self.copy_events) as copy:
+            copy.set_types(["uuid", "int8", "text", "bytea"])
+            for event in stored_events:
+                copy.write_row(
+                    (event.originator_id, event.originator_version, event.topic, event.state)
+                )
+
+    def _copy_outbox(self, curs: Cursor[DictRow], outbox: Sequence[OutboxMessage]) -> None:
+        with curs.copy(self.copy_outbox) as copy:
+            copy.set_types(["text", "bytea", "bytea", "jsonb"])
+            for message in outbox:
+                headers = [[name, value.hex()] for name, value in message.headers]
+                copy.write_row((message.topic, message.key, message.value, Jsonb(headers)))
+        curs.execute(SQL("SELECT pg_notify(%s, '')"), (OUTBOX_CHANNEL,))
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
         if not isinstance(tracking, FencedTracking):
@@ -82,8 +120,3 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
                 f"{tracking.application_name} is no longer at {tracking.expected}: "
                 "another consumer moved it"
             )
-
-
-def _outbox_row(message: OutboxMessage) -> tuple[str, bytes | None, bytes, Jsonb]:
-    headers = [[name, value.hex()] for name, value in message.headers]
-    return message.topic, message.key, message.value, Jsonb(headers)

@@ -1,0 +1,55 @@
+"""What the benchmarks share: an isolated schema and topic prefix, figures, timing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from infra.settings import Settings
+
+
+@contextlib.contextmanager
+def isolated_settings(name: str) -> Iterator[Settings]:
+    """The configured services, with a fresh schema and topic prefix dropped afterwards."""
+    unique = uuid.uuid4().hex[:8]
+    settings = replace(
+        Settings.from_env(),
+        topic_prefix=f"bench-{name}-{unique}.",
+        database_schema=f"bench_{unique}",
+    )
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{settings.database_schema}"')
+    try:
+        yield settings
+    finally:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{settings.database_schema}" CASCADE')
+
+
+def report(figures: dict[str, Any]) -> None:
+    """Print the figures readably, then as one JSON object on the last line."""
+    width = max(map(len, figures))
+    for name, value in figures.items():
+        shown = f"{value:,.3g}" if isinstance(value, float) and value < 10 else f"{value:,.0f}"
+        print(f"{name:<{width}}  {shown}")
+    print(json.dumps(figures))
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def environment_note() -> str:
+    return f"{os.cpu_count()} cores"

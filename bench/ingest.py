@@ -1,0 +1,192 @@
+"""Ingest throughput against raw PostgreSQL inserts in the same run; peak RSS of the process.
+
+python -m bench.ingest                      # 100,000 orders over 20 campaigns
+python -m bench.ingest --campaigns 10000 --orders 20000 --no-baseline   # memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from kafka import KafkaProducer
+
+from bench.common import isolated_settings, peak_rss_mib, report
+from domain.definition import CampaignDefinition
+from infra import kafka_clients
+from infra.app import open_app
+from infra.settings import Settings
+from infra.topics import Topics, ensure_topics
+
+GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
+RAW_BATCH = 500
+
+
+def definition(campaign_id: str) -> CampaignDefinition:
+    return CampaignDefinition.from_json_dict(
+        {
+            "campaign_id": campaign_id,
+            "sku": "BENCH",
+            "title": "Benchmark product",
+            "supplier_id": "acme",
+            "currency": "EUR",
+            "floor_price": "79.00",
+            "pricing": {
+                "kind": "tiers",
+                "tiers": [
+                    {"min_quantity": 1, "unit_price": "120.00"},
+                    {"min_quantity": 100, "unit_price": "99.00"},
+                    {"min_quantity": 500, "unit_price": "85.00"},
+                    {"min_quantity": 1000, "unit_price": "79.00"},
+                ],
+            },
+            "minimum_quantity": 100,
+            "deadline": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        }
+    )
+
+
+def order(campaign_id: str, n: int, rng: random.Random) -> dict[str, Any]:
+    site = f"site-{n % 3}"
+    message: dict[str, Any] = {
+        "type": "order.placed",
+        "order_id": f"{site}:{n}",
+        "site_id": site,
+        "campaign_id": campaign_id,
+        "buyer_id": f"b-{rng.randrange(1_000_000)}",
+        "quantity": rng.randint(1, 3),
+        "placed_at": "2026-11-27T10:00:00Z",
+    }
+    if n % 4 == 0:
+        message["max_unit_price"] = rng.choice(["120.00", "99.00", "85.00"])
+    return message
+
+
+def prepare(settings: Settings, campaigns: int, orders: int) -> float:
+    """Open the campaigns and pre-publish the orders; the publishing rate."""
+    topics = Topics(settings.topic_prefix)
+    admin = kafka_clients.admin(settings)
+    ensure_topics(admin, topics, topics.ingest_topics())
+    admin.close()
+    app = open_app(settings)
+    ids = [f"bench-{n}" for n in range(campaigns)]
+    now = datetime.now(UTC)
+    for campaign_id in ids:
+        app.open_campaign(definition(campaign_id), now)
+    app.close()
+    rng = random.Random(42)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024
+    )
+    started = time.perf_counter()
+    for n in range(orders):
+        campaign_id = ids[n % campaigns]
+        producer.send(
+            topics.orders,
+            key=campaign_id.encode(),
+            value=json.dumps(order(campaign_id, n, rng)).encode(),
+        )
+    producer.flush()
+    producer.close()
+    return orders / (time.perf_counter() - started)
+
+
+def raw_insert_rate(settings: Settings, rows: int) -> float:
+    """Rows per second for plain executemany inserts of event-sized rows, 500 a transaction."""
+    table = f'"{settings.database_schema}".raw_events'
+    state = json.dumps(order("bench-0", 0, random.Random(1)) | {"unit_price": "99.00"}).encode()
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (originator_id uuid, originator_version bigint, topic text, "
+            "state bytea, notification_id bigserial, PRIMARY KEY (originator_id, originator_version))"
+        )
+        conn.commit()
+        ids = [uuid.uuid4() for _ in range(20)]
+        started = time.perf_counter()
+        for start in range(0, rows, RAW_BATCH):
+            batch = [
+                (ids[n % 20], n, "domain.campaign:Campaign.CommitmentPlaced", state)
+                for n in range(start, min(start + RAW_BATCH, rows))
+            ]
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+                    "VALUES (%s, %s, %s, %s)",
+                    batch,
+                )
+            conn.commit()
+        return rows / (time.perf_counter() - started)
+
+
+def stored_orders(settings: Settings, topic: str) -> int:
+    """How many orders the ingest has applied: the sum of its stored positions."""
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            f'SELECT coalesce(sum(notification_id + 1), 0) FROM "{settings.database_schema}"'
+            ".groupbuying_tracking WHERE application_name LIKE %s",
+            (topic + ":%",),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def ingest_rate(settings: Settings, orders: int) -> dict[str, float]:
+    topic = Topics(settings.topic_prefix).orders
+    env = os.environ | {
+        "GROUPBUY_DATABASE_URL": settings.database_url,
+        "GROUPBUY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "GROUPBUY_TOPIC_PREFIX": settings.topic_prefix,
+        "GROUPBUY_DATABASE_SCHEMA": settings.database_schema,
+    }
+    started = time.perf_counter()
+    process = subprocess.Popen([GROUPBUY, "ingest"], env=env, stderr=subprocess.DEVNULL)
+    first = None
+    try:
+        while (done := stored_orders(settings, topic)) < orders:
+            if first is None and done:
+                first = (time.perf_counter(), done)
+            if process.poll() is not None:
+                raise RuntimeError(f"groupbuy ingest exited with {process.returncode}")
+            time.sleep(0.05)
+        finished = time.perf_counter()
+        rss = peak_rss_mib(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert first is not None
+    return {
+        "ingest_orders_per_s": orders / (finished - started),
+        "ingest_orders_per_s_after_first_batch": (orders - first[1]) / (finished - first[0]),
+        "ingest_peak_rss_mib": rss,
+    }
+
+
+def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__)
+    arguments.add_argument("--orders", type=int, default=100_000)
+    arguments.add_argument("--campaigns", type=int, default=20)
+    arguments.add_argument("--no-baseline", action="store_true")
+    options = arguments.parse_args()
+    with isolated_settings("ingest") as settings:
+        publish_rate = prepare(settings, options.campaigns, options.orders)
+        figures: dict[str, Any] = {"orders": options.orders, "campaigns": options.campaigns}
+        figures["publish_orders_per_s"] = publish_rate
+        figures |= ingest_rate(settings, options.orders)
+        if not options.no_baseline:
+            figures["raw_insert_rows_per_s"] = raw_insert_rate(settings, options.orders)
+            figures["ratio"] = figures["ingest_orders_per_s"] / figures["raw_insert_rows_per_s"]
+        report(figures)
+
+
+if __name__ == "__main__":
+    main()

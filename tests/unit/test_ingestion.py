@@ -1,0 +1,128 @@
+"""The ingest handler turns polled records into commands, results and DLQ copies, no broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from consumers.batch import Record
+from consumers.ingest import OrderIngestion
+from domain.application import GroupBuying
+from tests.unit.builders import DEADLINE, DURING, OPENED_AT, small_definition
+
+RESULTS, DLQ = "results", "dlq"
+
+
+@pytest.fixture
+def app() -> Iterator[GroupBuying]:
+    application = GroupBuying(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    application.open_campaign(small_definition(), OPENED_AT)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def ingestion(app: GroupBuying) -> OrderIngestion:
+    return OrderIngestion(app.find_campaign, RESULTS, DLQ)
+
+
+def record(offset: int, value: bytes | dict[str, Any], at: float | None = None) -> Record:
+    payload = value if isinstance(value, bytes) else json.dumps(value).encode()
+    millis = int((at or DURING.timestamp()) * 1000)
+    return Record("orders", 2, offset, millis, b"small", payload, (("trace", b"t-1"),))
+
+
+def placed(n: int, **changes: Any) -> dict[str, Any]:
+    return {
+        "type": "order.placed",
+        "order_id": f"site-a:{n}",
+        "site_id": "site-a",
+        "campaign_id": "small",
+        "buyer_id": f"b-{n}",
+        "quantity": 2,
+        "placed_at": "2026-11-27T10:00:00Z",
+    } | changes
+
+
+def results_of(messages: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(m.value) for m in messages if m.topic == RESULTS]
+
+
+def test_each_order_gets_one_result_with_the_live_figures(ingestion: OrderIngestion) -> None:
+    batch = ingestion.apply([record(10, placed(1)), record(11, placed(2)), record(12, placed(3))])
+
+    results = results_of(batch.outbox)
+    assert [r["type"] for r in results] == ["order.accepted"] * 3
+    assert [r["committed_quantity"] for r in results] == [2, 4, 6]
+    assert [r["unit_price"] for r in results] == ["10.00", "10.00", "8.00"]
+    assert all(m.key == b"site-a" for m in batch.outbox)
+    assert batch.last_offsets == {"orders:2": 12}
+    assert list(batch.campaigns) == ["small"]
+
+
+def test_a_redelivered_order_repeats_its_result_and_records_nothing(
+    ingestion: OrderIngestion,
+) -> None:
+    batch = ingestion.apply([record(1, placed(1)), record(2, placed(1))])
+
+    first, again = results_of(batch.outbox)
+    assert again == first | {"duplicate": True}
+    assert len(batch.campaigns["small"].pending_events) == 1
+
+
+def test_the_broker_append_time_decides_lateness_not_the_site_clock(
+    ingestion: OrderIngestion,
+) -> None:
+    after_deadline = (DEADLINE + timedelta(seconds=1)).timestamp()
+    backdated = placed(1, placed_at="2026-11-01T00:00:00Z")
+
+    batch = ingestion.apply([record(1, backdated, at=after_deadline)])
+
+    assert results_of(batch.outbox)[0]["reason"] == "campaign_closed"
+
+
+def test_an_unknown_campaign_is_rejected_without_figures(ingestion: OrderIngestion) -> None:
+    batch = ingestion.apply([record(1, placed(1, campaign_id="nope"))])
+
+    (result,) = results_of(batch.outbox)
+    assert result == {
+        "type": "order.rejected",
+        "order_id": "site-a:1",
+        "site_id": "site-a",
+        "campaign_id": "nope",
+        "reason": "unknown_campaign",
+    }
+
+
+def test_a_malformed_message_goes_to_the_dlq_as_received_with_its_origin(
+    ingestion: OrderIngestion,
+) -> None:
+    batch = ingestion.apply([record(7, b"{oops"), record(8, placed(2))])
+
+    dead, result = batch.outbox
+    assert (dead.topic, dead.key, dead.value) == (DLQ, b"small", b"{oops")
+    headers = dict(dead.headers)
+    assert headers["trace"] == b"t-1"
+    assert headers["error"].startswith(b"not JSON")
+    assert (headers["source.topic"], headers["source.partition"]) == (b"orders", b"2")
+    assert headers["source.offset"] == b"7"
+    assert result.topic == RESULTS
+    assert batch.last_offsets == {"orders:2": 8}
+
+
+def test_a_cancellation_is_answered_as_such(ingestion: OrderIngestion) -> None:
+    cancel = {
+        "type": "order.cancelled",
+        "order_id": "site-a:1",
+        "site_id": "site-a",
+        "campaign_id": "small",
+        "cancelled_at": "2026-11-27T11:00:00Z",
+    }
+    batch = ingestion.apply([record(1, placed(1)), record(2, cancel), record(3, cancel)])
+
+    kinds = [(r["type"], r["committed_quantity"]) for r in results_of(batch.outbox)]
+    assert kinds == [("order.accepted", 2), ("order.cancelled", 0), ("order.cancelled", 0)]
