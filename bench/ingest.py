@@ -140,7 +140,7 @@ def stored_orders(settings: Settings, topic: str) -> int:
     return int(row[0]) if row else 0
 
 
-def ingest_rate(settings: Settings, orders: int) -> dict[str, float]:
+def ingest_rate(settings: Settings, orders: int, processes: int) -> dict[str, float]:
     topic = Topics(settings.topic_prefix).orders
     env = os.environ | {
         "GROUPBUY_DATABASE_URL": settings.database_url,
@@ -149,20 +149,25 @@ def ingest_rate(settings: Settings, orders: int) -> dict[str, float]:
         "GROUPBUY_DATABASE_SCHEMA": settings.database_schema,
     }
     started = time.perf_counter()
-    process = subprocess.Popen([GROUPBUY, "ingest"], env=env, stderr=subprocess.DEVNULL)
+    group = [
+        subprocess.Popen([GROUPBUY, "ingest"], env=env, stderr=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
     first = None
     try:
         while (done := stored_orders(settings, topic)) < orders:
             if first is None and done:
                 first = (time.perf_counter(), done)
-            if process.poll() is not None:
-                raise RuntimeError(f"groupbuy ingest exited with {process.returncode}")
+            if any(process.poll() is not None for process in group):
+                raise RuntimeError("a groupbuy ingest process exited early")
             time.sleep(0.05)
         finished = time.perf_counter()
-        rss = peak_rss_mib(process.pid)
+        rss = max(peak_rss_mib(process.pid) for process in group)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        for process in group:
+            process.send_signal(signal.SIGTERM)
+        for process in group:
+            process.wait(timeout=60)
     assert first is not None
     return {
         "ingest_orders_per_s": orders / (finished - started),
@@ -176,12 +181,14 @@ def main() -> None:
     arguments.add_argument("--orders", type=int, default=100_000)
     arguments.add_argument("--campaigns", type=int, default=20)
     arguments.add_argument("--no-baseline", action="store_true")
+    arguments.add_argument("--processes", type=int, default=1, help="ingest processes in the group")
     options = arguments.parse_args()
     with isolated_settings("ingest") as settings:
         publish_rate = prepare(settings, options.campaigns, options.orders)
         figures: dict[str, Any] = {"orders": options.orders, "campaigns": options.campaigns}
         figures["publish_orders_per_s"] = publish_rate
-        figures |= ingest_rate(settings, options.orders)
+        figures["ingest_processes"] = options.processes
+        figures |= ingest_rate(settings, options.orders, options.processes)
         if not options.no_baseline:
             figures["raw_insert_rows_per_s"] = raw_insert_rate(settings, options.orders)
             figures["ratio"] = figures["ingest_orders_per_s"] / figures["raw_insert_rows_per_s"]

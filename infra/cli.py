@@ -11,11 +11,13 @@ from collections.abc import Callable
 from importlib.metadata import version
 
 from infra.ingest_service import run_ingest
+from infra.relay_service import run_relay
 from infra.settings import Settings
 
 Service = Callable[[Settings, threading.Event], None]
 SERVICES: dict[str, tuple[Service, str]] = {
     "ingest": (run_ingest, "apply orders from Kafka to campaigns, exactly once"),
+    "relay": (run_relay, "publish what the event store holds for Kafka (order results, DLQ)"),
 }
 
 

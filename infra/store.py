@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from consumers.batch import FencedTracking, OutboxMessage
 
 OUTBOX_CHANNEL = "groupbuy_outbox"
+SCHEMA_LOCK = 0x6762_7363  # an advisory lock key of our own ("gbsc")
 
 
 class GroupBuyingRecorder(PostgresProcessRecorder):
@@ -68,6 +69,11 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
             "INSERT INTO {0} VALUES (%(name)s, %(position)s) "
             "ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
         ).format(tracking)
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Services starting side by side on a fresh database would race on CREATE TYPE.
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        super()._create_table(curs)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:

@@ -15,6 +15,7 @@ from domain.application import GroupBuying
 from domain.definition import CampaignDefinition
 from infra.app import open_app
 from infra.ingest_service import run_ingest
+from infra.relay_service import run_relay
 from infra.settings import Settings
 from infra.topics import Topics
 from tests.support.kafka_io import publish, read_json, read_until, wait_for
@@ -79,7 +80,7 @@ def test_orders_over_several_campaigns_are_stored_once_with_one_result_each(
     orders += [placed(f"nowhere-{unique}", 1000)]  # unknown campaign
     orders += orders[:25]  # redelivered by a site: the same order_id again
 
-    with running(run_ingest, settings):
+    with running(run_ingest, settings), running(run_relay, settings):
         publish(settings, topics.orders, orders)
         results = read_json(settings, topics.order_results, len(orders))
 
@@ -122,7 +123,7 @@ def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on
         placed(campaign_id, 6, quantity=2),  # and the consumer still accepts good orders
     ]
 
-    with running(run_ingest, settings):
+    with running(run_ingest, settings), running(run_relay, settings):
         publish(settings, topics.orders, malformed + well_formed)
         dead = read_until(settings, topics.orders_dlq, lambda rs: len(rs) >= len(malformed))
         results = read_json(settings, topics.order_results, len(well_formed))
@@ -195,7 +196,7 @@ def test_every_rejection_reason_reaches_the_site_as_a_result(
     ]
     late = placed(ids["closing"], 12)
 
-    with running(run_ingest, settings):
+    with running(run_ingest, settings), running(run_relay, settings):
         publish(settings, topics.orders, [message for message, _, _ in expected])
         results = read_json(settings, topics.order_results, len(expected))
         wait_for(lambda: datetime.now(UTC) > deadline, what="the deadline")

@@ -14,11 +14,12 @@ import pytest
 from domain.campaign import Campaign
 from infra import kafka_clients
 from infra.app import open_app
+from infra.relay_service import run_relay
 from infra.settings import Settings
 from infra.topics import Topics, ensure_topics
 from tests.integration.test_ingest import campaign, placed
 from tests.support.kafka_io import publish, read_json, read_until, wait_for
-from tests.support.pipeline import ServiceProcess
+from tests.support.pipeline import ServiceProcess, running
 
 ORDERS = 4000
 CAMPAIGNS = 5
@@ -42,6 +43,13 @@ def campaign_ids(settings: Settings, unique: str) -> list[str]:
 @pytest.fixture
 def orders(campaign_ids: list[str]) -> list[dict[str, Any]]:
     return [placed(campaign_ids[n % CAMPAIGNS], n, quantity=1 + n % 3) for n in range(ORDERS)]
+
+
+@pytest.fixture
+def relay(settings: Settings) -> Iterator[None]:
+    """Publishes the results the ingest processes leave in the outbox."""
+    with running(run_relay, settings):
+        yield
 
 
 @pytest.fixture
@@ -95,6 +103,7 @@ def test_ingest_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing
     campaign_ids: list[str],
     orders: list[dict[str, Any]],
     processes: list[ServiceProcess],
+    relay: None,
     tmp_path: Path,
 ) -> None:
     processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-1.log"))
@@ -112,6 +121,7 @@ def test_two_ingest_processes_share_the_work_and_survive_one_being_killed(
     campaign_ids: list[str],
     orders: list[dict[str, Any]],
     processes: list[ServiceProcess],
+    relay: None,
     tmp_path: Path,
 ) -> None:
     processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-a.log"))
