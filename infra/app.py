@@ -26,3 +26,10 @@ def store_env(settings: Settings) -> dict[str, str]:
 
 def open_app(settings: Settings, **env: str) -> GroupBuying:
     return GroupBuying(env=store_env(settings) | env)
+
+
+def recorder_of(app: GroupBuying) -> GroupBuyingRecorder:
+    """The application's recorder, typed as ours: `store_env` chose it."""
+    recorder = app.recorder
+    assert isinstance(recorder, GroupBuyingRecorder), type(recorder)
+    return recorder

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -47,8 +48,18 @@ def running(service: Service, settings: Settings) -> Iterator[threading.Event]:
     finally:
         stop.set()
         thread.join(timeout=60)
-    assert not thread.is_alive(), f"{service.__name__} did not stop"
+    assert not thread.is_alive(), f"{service.__name__} did not stop:\n{stacks()}"
     assert not failures, f"{service.__name__} failed: {failures[0]!r}"
+
+
+def stacks() -> str:
+    """Where every thread of this process is, to show why a service would not stop."""
+    return "\n".join(
+        f"--- {thread.name}\n"
+        + "".join(traceback.format_stack(sys._current_frames()[thread.ident]))
+        for thread in threading.enumerate()
+        if thread.ident in sys._current_frames()
+    )
 
 
 class ServiceProcess:

@@ -1,0 +1,75 @@
+"""Domain events as `groupbuy.campaign-events.v1` messages, and back (SPEC section 3)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.campaign import Campaign
+
+# Event class -> message type; the names consumers see, kept stable across refactorings.
+MESSAGE_TYPES: dict[type[Any], str] = {
+    Campaign.Opened: "campaign.opened",
+    Campaign.CommitmentPlaced: "commitment.placed",
+    Campaign.OrderRejected: "order.rejected",
+    Campaign.CommitmentWithdrawn: "commitment.withdrawn",
+    Campaign.CancellationRejected: "cancellation.rejected",
+    Campaign.DeadlineExtended: "deadline.extended",
+    Campaign.Closed: "campaign.closed",
+}
+# Stored with every event by the library; the message says them its own way.
+_BOOKKEEPING = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+
+
+@dataclass(frozen=True)
+class CampaignEvent:
+    """A decoded message: its identity (`campaign_id`, `version`) and its fields."""
+
+    type: str
+    campaign_id: str
+    version: int
+    occurred_at: datetime
+    fields: dict[str, Any]
+
+
+def encode(event: Any, campaign_id: str) -> bytes:
+    """The message for a stored domain event of campaign `campaign_id`."""
+    state = {k: v for k, v in vars(event).items() if k not in _BOOKKEEPING}
+    message = {
+        "type": MESSAGE_TYPES[type(event)],
+        "campaign_id": campaign_id,
+        "version": event.originator_version,
+        "occurred_at": rfc3339(event.timestamp),
+    } | {name: _jsonable(value) for name, value in state.items() if name != "campaign_id"}
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode(value: bytes) -> CampaignEvent:
+    """A message back into its parts; money stays exact."""
+    fields = json.loads(value, parse_float=Decimal)
+    return CampaignEvent(
+        type=fields.pop("type"),
+        campaign_id=fields.pop("campaign_id"),
+        version=int(fields.pop("version")),
+        occurred_at=datetime.fromisoformat(fields.pop("occurred_at")),
+        fields=fields,
+    )
+
+
+def rfc3339(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
