@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import (
-    IntegrityError,
     InterfaceError,
     OperationalError,
     StoredEvent,
@@ -20,6 +19,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 from consumers.batch import FencedTracking, OutboxMessage
+from consumers.positions import PositionTable
 
 OUTBOX_CHANNEL = "groupbuy_outbox"
 SCHEMA_LOCK = 0x6762_7363  # an advisory lock key of our own ("gbsc")
@@ -59,16 +59,7 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
         self.copy_events = SQL(
             "COPY {} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(Identifier(datastore.schema, self.events_table_name))
-        tracking = Identifier(datastore.schema, self.tracking_table_name)
-        self.move_position = SQL(
-            "INSERT INTO {0} VALUES (%(name)s, %(position)s) ON CONFLICT (application_name) "
-            "DO UPDATE SET notification_id = %(position)s "
-            "WHERE {0}.notification_id = %(expected)s RETURNING notification_id"
-        ).format(tracking)
-        self.first_position = SQL(
-            "INSERT INTO {0} VALUES (%(name)s, %(position)s) "
-            "ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
-        ).format(tracking)
+        self.positions = PositionTable(Identifier(datastore.schema, self.tracking_table_name))
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Services starting side by side on a fresh database would race on CREATE TYPE.
@@ -111,18 +102,7 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
         curs.execute(SQL("SELECT pg_notify(%s, '')"), (OUTBOX_CHANNEL,))
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
-        if not isinstance(tracking, FencedTracking):
+        if isinstance(tracking, FencedTracking):
+            self.positions.move(curs, tracking)
+        else:
             super()._insert_tracking(curs, tracking)
-            return
-        statement = self.first_position if tracking.expected is None else self.move_position
-        params = {
-            "name": tracking.application_name,
-            "position": tracking.notification_id,
-            "expected": tracking.expected,
-        }
-        curs.execute(statement, params, prepare=True)
-        if curs.fetchone() is None:
-            raise IntegrityError(
-                f"{tracking.application_name} is no longer at {tracking.expected}: "
-                "another consumer moved it"
-            )
