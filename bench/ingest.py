@@ -108,8 +108,9 @@ def raw_insert_rate(settings: Settings, rows: int) -> float:
     state = json.dumps(order("bench-0", 0, random.Random(1)) | {"unit_price": "99.00"}).encode()
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
-            f"CREATE TABLE {table} (originator_id uuid, originator_version bigint, topic text, "
-            "state bytea, notification_id bigserial, PRIMARY KEY (originator_id, originator_version))"
+            f"CREATE TABLE {table} (originator_id uuid, originator_version bigint, "
+            "topic text, state bytea, notification_id bigserial, "
+            "PRIMARY KEY (originator_id, originator_version))"
         )
         conn.commit()
         ids = [uuid.uuid4() for _ in range(20)]

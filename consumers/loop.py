@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import psycopg
 from eventsourcing.persistence import PersistenceError, RecordConflictError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 
@@ -56,7 +57,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("another process moved on (%s); rereading positions", error)
             self._rewind()
             return 0
-        except PersistenceError as error:
+        except (PersistenceError, psycopg.Error) as error:
             log.warning("saving a batch failed (%s); retrying in %.0f s", error, RETRY_PAUSE)
             threading.Event().wait(RETRY_PAUSE)
             self._rewind()

@@ -11,13 +11,15 @@ from collections.abc import Callable
 from importlib.metadata import version
 
 from infra.ingest_service import run_ingest
+from infra.project_service import run_project
 from infra.relay_service import run_relay
 from infra.settings import Settings
 
 Service = Callable[[Settings, threading.Event], None]
 SERVICES: dict[str, tuple[Service, str]] = {
     "ingest": (run_ingest, "apply orders from Kafka to campaigns, exactly once"),
-    "relay": (run_relay, "publish what the event store holds for Kafka (order results, DLQ)"),
+    "relay": (run_relay, "publish campaign events, order results and dead letters to Kafka"),
+    "project": (run_project, "keep the read models (live price, history, commitments) current"),
 }
 
 

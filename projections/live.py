@@ -1,0 +1,249 @@
+"""Applies campaign events to the read models, skipping any version already applied."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from psycopg import Cursor
+from psycopg.sql import SQL
+from psycopg.types.json import Jsonb
+
+from domain.money import quantum
+from domain.pricing import PriceSchedule, schedule_from_dict
+from projections.next_price import next_step
+from projections.read_models import ReadModelTables
+from projections.wire import CampaignEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Seen:
+    """What the projection remembers of a campaign between events."""
+
+    version: int
+    schedule: PriceSchedule
+    unit_price: Decimal
+
+
+class LiveProjection:
+    """event -> rows. Holds each campaign's last applied version, read once from its row."""
+
+    def __init__(self, tables: ReadModelTables) -> None:
+        self.sql = Statements(tables)
+        self.seen: dict[str, Seen] = {}
+
+    def forget(self) -> None:
+        self.seen.clear()
+
+    def apply(self, cur: Cursor[Any], event: CampaignEvent) -> bool:
+        """Apply `event` unless it was applied already; says whether it was applied."""
+        seen = self._seen(cur, event.campaign_id)
+        if event.type == "campaign.opened":
+            if seen is None:
+                self._opened(cur, event)
+                return True
+            return False
+        if seen is None:
+            log.warning("%s v%d before its opening: skipped", event.campaign_id, event.version)
+            return False
+        if event.version <= seen.version:
+            return False  # a redelivered copy: (campaign_id, version) identifies an event
+        if event.version != seen.version + 1:
+            log.error("%s jumps from v%d to v%d", event.campaign_id, seen.version, event.version)
+        handler = HANDLERS.get(event.type, LiveProjection._touched)
+        handler(self, cur, event, seen)
+        seen.version = event.version
+        return True
+
+    def _seen(self, cur: Cursor[Any], campaign_id: str) -> Seen | None:
+        if campaign_id not in self.seen:
+            row = cur.execute(self.sql.select_seen, (campaign_id,)).fetchone()
+            if row is None:
+                return None
+            version, pricing, floor_price, currency, unit_price = row
+            schedule = schedule_from_dict(pricing, floor_price, quantum(currency))
+            self.seen[campaign_id] = Seen(version, schedule, unit_price)
+        return self.seen[campaign_id]
+
+    def _opened(self, cur: Cursor[Any], event: CampaignEvent) -> None:
+        f = event.fields
+        floor = Decimal(f["floor_price"])
+        schedule = schedule_from_dict(f["pricing"], floor, quantum(f["currency"]))
+        price = schedule.price(1)
+        step = next_step(schedule, 0)
+        cur.execute(
+            self.sql.insert_campaign,
+            {
+                "campaign_id": event.campaign_id,
+                "version": event.version,
+                "title": f["title"],
+                "sku": f["sku"],
+                "supplier_id": f["supplier_id"],
+                "currency": f["currency"],
+                "unit_price": price,
+                "next_unit_price": step[0] if step else None,
+                "units_to_next_price": step[1] if step else None,
+                "minimum_quantity": f["minimum_quantity"],
+                "maximum_quantity": f["maximum_quantity"],
+                "floor_price": floor,
+                "pricing": Jsonb(f["pricing"]),
+                "deadline": f["deadline"],
+                "at": event.occurred_at,
+            },
+        )
+        self._price_seen(cur, event, price, 0)
+        self.seen[event.campaign_id] = Seen(event.version, schedule, price)
+
+    def _committed(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
+        f = event.fields
+        withdrawn = event.type == "commitment.withdrawn"
+        price = Decimal(f["unit_price"])
+        step = next_step(seen.schedule, f["filled_quantity"])
+        cur.execute(
+            self.sql.update_live,
+            {
+                "campaign_id": event.campaign_id,
+                "version": event.version,
+                "unit_price": price,
+                "committed_quantity": f["committed_quantity"],
+                "filled_quantity": f["filled_quantity"],
+                "buyers": f["buyers"],
+                "next_unit_price": step[0] if step else None,
+                "units_to_next_price": step[1] if step else None,
+                "at": event.occurred_at,
+            },
+        )
+        change = -f["quantity"] if withdrawn else f["quantity"]
+        cur.execute(self.sql.add_to_site, (event.campaign_id, f["site_id"], change))
+        if withdrawn:
+            cur.execute(self.sql.withdraw, (event.occurred_at, event.campaign_id, f["order_id"]))
+        else:
+            cur.execute(
+                self.sql.insert_commitment,
+                (
+                    event.campaign_id,
+                    f["order_id"],
+                    f["site_id"],
+                    f["buyer_id"],
+                    f["quantity"],
+                    f["max_unit_price"],
+                    event.occurred_at,
+                    event.occurred_at,
+                ),
+            )
+        if price != seen.unit_price:
+            self._price_seen(cur, event, price, f["committed_quantity"])
+            seen.unit_price = price
+
+    def _extended(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
+        cur.execute(
+            self.sql.extend,
+            (event.fields["deadline"], event.version, event.occurred_at, event.campaign_id),
+        )
+
+    def _closed(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
+        f = event.fields
+        price = Decimal(f["unit_price"])
+        cur.execute(
+            self.sql.close,
+            {
+                "campaign_id": event.campaign_id,
+                "version": event.version,
+                "status": f["outcome"],
+                "unit_price": price,
+                "filled_quantity": f["filled_quantity"],
+                "closed_at": f["closed_at"],
+                "reason": f["reason"],
+                "at": event.occurred_at,
+            },
+        )
+        succeeded = f["outcome"] == "succeeded"
+        cur.execute(
+            self.sql.settle_commitments,
+            {"campaign_id": event.campaign_id, "succeeded": succeeded, "price": price},
+        )
+        if price != seen.unit_price:
+            self._price_seen(cur, event, price, f["filled_quantity"])
+            seen.unit_price = price
+
+    def _touched(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
+        """Events that change no figure (rejections) still move the version."""
+        cur.execute(self.sql.touch, (event.version, event.occurred_at, event.campaign_id))
+
+    def _price_seen(
+        self, cur: Cursor[Any], event: CampaignEvent, price: Decimal, quantity: int
+    ) -> None:
+        cur.execute(
+            self.sql.insert_price,
+            (event.campaign_id, event.version, event.occurred_at, price, quantity),
+        )
+
+
+HANDLERS = {
+    "commitment.placed": LiveProjection._committed,
+    "commitment.withdrawn": LiveProjection._committed,
+    "deadline.extended": LiveProjection._extended,
+    "campaign.closed": LiveProjection._closed,
+}
+
+
+class Statements:
+    """The projection's SQL, bound to one set of tables."""
+
+    def __init__(self, t: ReadModelTables) -> None:
+        self.select_seen = SQL(
+            "SELECT version, pricing, floor_price, currency, unit_price FROM {} "
+            "WHERE campaign_id = %s"
+        ).format(t.campaigns)
+        self.insert_campaign = SQL(
+            "INSERT INTO {} (campaign_id, version, title, sku, supplier_id, currency, status, "
+            "unit_price, committed_quantity, filled_quantity, buyers, next_unit_price, "
+            "units_to_next_price, minimum_quantity, maximum_quantity, floor_price, pricing, "
+            "deadline, opened_at, updated_at) VALUES (%(campaign_id)s, %(version)s, %(title)s, "
+            "%(sku)s, %(supplier_id)s, %(currency)s, 'open', %(unit_price)s, 0, 0, 0, "
+            "%(next_unit_price)s, %(units_to_next_price)s, %(minimum_quantity)s, "
+            "%(maximum_quantity)s, %(floor_price)s, %(pricing)s, %(deadline)s, %(at)s, %(at)s)"
+        ).format(t.campaigns)
+        self.update_live = SQL(
+            "UPDATE {} SET version = %(version)s, unit_price = %(unit_price)s, "
+            "committed_quantity = %(committed_quantity)s, filled_quantity = %(filled_quantity)s, "
+            "buyers = %(buyers)s, next_unit_price = %(next_unit_price)s, "
+            "units_to_next_price = %(units_to_next_price)s, updated_at = %(at)s "
+            "WHERE campaign_id = %(campaign_id)s"
+        ).format(t.campaigns)
+        self.add_to_site = SQL(
+            "INSERT INTO {0} VALUES (%s, %s, %s) ON CONFLICT (campaign_id, site_id) "
+            "DO UPDATE SET quantity = {0}.quantity + EXCLUDED.quantity"
+        ).format(t.sites)
+        self.insert_commitment = SQL(
+            "INSERT INTO {} (campaign_id, order_id, site_id, buyer_id, quantity, max_unit_price, "
+            "state, placed_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 'committed', %s, %s)"
+        ).format(t.commitments)
+        self.withdraw = SQL(
+            "UPDATE {} SET state = 'withdrawn', updated_at = %s "
+            "WHERE campaign_id = %s AND order_id = %s"
+        ).format(t.commitments)
+        self.extend = SQL(
+            "UPDATE {} SET deadline = %s, version = %s, updated_at = %s WHERE campaign_id = %s"
+        ).format(t.campaigns)
+        self.close = SQL(
+            "UPDATE {} SET version = %(version)s, status = %(status)s, "
+            "unit_price = %(unit_price)s, filled_quantity = %(filled_quantity)s, "
+            "next_unit_price = NULL, units_to_next_price = NULL, closed_at = %(closed_at)s, "
+            "close_reason = %(reason)s, updated_at = %(at)s WHERE campaign_id = %(campaign_id)s"
+        ).format(t.campaigns)
+        self.settle_commitments = SQL(
+            "UPDATE {} SET unit_price = %(price)s, state = CASE WHEN %(succeeded)s AND "
+            "(max_unit_price IS NULL OR max_unit_price >= %(price)s) THEN 'filled' "
+            "ELSE 'released' END, filled_quantity = CASE WHEN %(succeeded)s AND "
+            "(max_unit_price IS NULL OR max_unit_price >= %(price)s) THEN quantity ELSE 0 END "
+            "WHERE campaign_id = %(campaign_id)s AND state = 'committed'"
+        ).format(t.commitments)
+        self.touch = SQL(
+            "UPDATE {} SET version = %s, updated_at = %s WHERE campaign_id = %s"
+        ).format(t.campaigns)
+        self.insert_price = SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(t.prices)
