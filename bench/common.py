@@ -29,8 +29,9 @@ def isolated_settings(name: str) -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{settings.database_schema}" CASCADE')
+        if not os.environ.get("BENCH_KEEP"):
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{settings.database_schema}" CASCADE')
 
 
 def report(figures: dict[str, Any]) -> None:

@@ -143,12 +143,7 @@ def stored_orders(settings: Settings, topic: str) -> int:
 
 def ingest_rate(settings: Settings, orders: int, processes: int) -> dict[str, float]:
     topic = Topics(settings.topic_prefix).orders
-    env = os.environ | {
-        "GROUPBUY_DATABASE_URL": settings.database_url,
-        "GROUPBUY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "GROUPBUY_TOPIC_PREFIX": settings.topic_prefix,
-        "GROUPBUY_DATABASE_SCHEMA": settings.database_schema,
-    }
+    env = os.environ | settings.as_env()
     started = time.perf_counter()
     group = [
         subprocess.Popen([GROUPBUY, "ingest"], env=env, stderr=subprocess.DEVNULL)

@@ -36,7 +36,8 @@ class ProjectorSink:
 
     def process(self, records: Sequence[Record], expected: dict[str, int | None]) -> None:
         last: dict[str, int] = {}
-        with self.conn.transaction(), self.conn.cursor() as cur:
+        # Pipelined: the statements of a whole batch go out without waiting for each reply.
+        with self.conn.pipeline(), self.conn.transaction(), self.conn.cursor() as cur:
             for record in records:
                 last[record.position_name] = record.offset
                 event = _decoded(record)

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_until_signalled(service: Service) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO narrates every connection
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())

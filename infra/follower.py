@@ -37,10 +37,13 @@ class TableFollower:
     def run(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
         while not stop.is_set():
             try:
-                with psycopg.connect(self.database_url, autocommit=True) as conn:
+                with (
+                    psycopg.connect(self.database_url, autocommit=True) as conn,
+                    psycopg.connect(self.database_url, autocommit=True) as listener,
+                ):
                     if self._take_turn(conn):
-                        conn.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
-                        self._drain_until(stop, conn, idle_wait)
+                        listener.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
+                        self._drain_until(stop, conn, listener, idle_wait)
             except (psycopg.Error, PersistenceError, KafkaError) as error:
                 # Nothing was marked published, so the next attempt sends it again.
                 log.warning("%s: %s; retrying", self.name, error)
@@ -50,9 +53,12 @@ class TableFollower:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)).fetchone()
         return bool(row and row[0])
 
-    def _drain_until(self, stop: threading.Event, conn: Connection, idle_wait: float) -> None:
+    def _drain_until(
+        self, stop: threading.Event, conn: Connection, listener: Connection, idle_wait: float
+    ) -> None:
+        # The listener runs no queries: psycopg drops a NOTIFY that arrives during a query.
         while not stop.is_set():
             while self.publish(conn) and not stop.is_set():
                 pass
-            for _ in conn.notifies(timeout=idle_wait, stop_after=1):
+            for _ in listener.notifies(timeout=idle_wait, stop_after=1):
                 pass

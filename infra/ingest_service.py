@@ -21,7 +21,7 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
     app = open_app(settings)
     consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
     loop = TrackedLoop(consumer, IngestSink(app, topics.order_results, topics.orders_dlq))
-    consumer.subscribe([topics.orders], listener=loop)
+    kafka_clients.subscribe(consumer, [topics.orders], loop)
     try:
         loop.run(stop)
     finally:

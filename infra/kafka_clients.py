@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from infra.settings import Settings
@@ -35,4 +37,19 @@ def consumer(settings: Settings, group: str) -> KafkaConsumer:
         # A crashed member's partitions move to the others after this long.
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
+        metadata_max_age_ms=10_000,  # notice new partitions in seconds, not minutes
     )
+
+
+def subscribe(consumer: KafkaConsumer, topics: list[str], listener: object) -> None:
+    """Join the group only once the consumer's metadata knows every topic.
+
+    A group leader that assigns before it has seen a just-created topic assigns none of
+    its partitions, and nobody consumes them until the next metadata refresh.
+    """
+    deadline = time.monotonic() + 60
+    while any(consumer.partitions_for_topic(topic) is None for topic in topics):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka does not know the topics {topics} after 60 s")
+        time.sleep(0.1)
+    consumer.subscribe(topics, listener=listener)

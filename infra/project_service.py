@@ -20,7 +20,7 @@ def run_project(settings: Settings, stop: threading.Event) -> None:
     sink = ProjectorSink(settings.database_url, ReadModelTables(settings.database_schema))
     consumer = kafka_clients.consumer(settings, "groupbuy-project")
     loop = TrackedLoop(consumer, sink)
-    consumer.subscribe([topics.campaign_events], listener=loop)
+    kafka_clients.subscribe(consumer, [topics.campaign_events], loop)
     try:
         loop.run(stop)
     finally:

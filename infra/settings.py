@@ -33,6 +33,15 @@ class Settings:
             database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
         )
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as the GROUPBUY_* variables a child process reads."""
+        return {
+            "GROUPBUY_DATABASE_URL": self.database_url,
+            "GROUPBUY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "GROUPBUY_TOPIC_PREFIX": self.topic_prefix,
+            "GROUPBUY_DATABASE_SCHEMA": self.database_schema,
+        }
+
 
 def eventsourcing_env(database_url: str, schema: str = "") -> dict[str, str]:
     """The eventsourcing library's PostgreSQL settings for a postgresql:// URL."""

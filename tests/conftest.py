@@ -10,6 +10,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from infra.settings import Settings
+from tests.support.pipeline import ServiceProcess
 from tests.support.services import Services, provide_services
 
 
@@ -94,3 +95,12 @@ def settings(services: Services, topic_prefix: str, pg_schema: str) -> Settings:
         topic_prefix=topic_prefix,
         database_schema=pg_schema,
     )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServiceProcess]]:
+    """Service processes a test starts; stopped when it ends, pass or fail."""
+    started: list[ServiceProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -52,14 +52,6 @@ def relay(settings: Settings) -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 def publish_in_trickles(settings: Settings, orders: list[dict[str, Any]]) -> threading.Thread:
     """Publish in small chunks, so that crashes land in the middle of the stream."""
 

@@ -10,23 +10,12 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 from infra.settings import Settings
 
 GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
 Service = Callable[[Settings, threading.Event], None]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    names = {
-        "database_url": "GROUPBUY_DATABASE_URL",
-        "kafka_bootstrap": "GROUPBUY_KAFKA_BOOTSTRAP",
-        "topic_prefix": "GROUPBUY_TOPIC_PREFIX",
-        "database_schema": "GROUPBUY_DATABASE_SCHEMA",
-    }
-    return {names[field]: value for field, value in asdict(settings).items()}
 
 
 @contextlib.contextmanager
@@ -70,7 +59,7 @@ class ServiceProcess:
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [GROUPBUY, command],
-                env=os.environ | settings_env(settings),
+                env=os.environ | settings.as_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
