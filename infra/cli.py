@@ -1,4 +1,4 @@
-"""The `groupbuy` command: services and, later, operator and analyst commands."""
+"""The `groupbuy` command: services, operator commands and (later) analyst commands."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import threading
 from collections.abc import Callable
 from importlib.metadata import version
 
+import psycopg
+
+from infra import campaign_cli
+from infra.campaign_cli import CommandError
 from infra.ingest_service import run_ingest
 from infra.project_service import run_project
 from infra.relay_service import run_relay
@@ -30,8 +34,12 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, summary) in SERVICES.items():
-        commands.add_parser(name, help=summary, description=summary)
+    for name, (service, summary) in SERVICES.items():
+        command = commands.add_parser(name, help=summary, description=summary)
+        command.set_defaults(
+            run=lambda settings, _, service=service: run_service(service, settings)
+        )
+    campaign_cli.add_commands(commands)
     return root
 
 
@@ -40,15 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command is None:
         parser().print_help(sys.stderr)
         return 2
-    service, _ = SERVICES[arguments.command]
-    return run_until_signalled(service)
+    try:
+        return int(arguments.run(Settings.from_env(), arguments))
+    except CommandError as error:
+        print(f"groupbuy: {error}", file=sys.stderr)
+        return error.exit_code
+    except psycopg.OperationalError as error:
+        print(f"groupbuy: PostgreSQL: {str(error).strip()}", file=sys.stderr)
+        return 3
 
 
-def run_until_signalled(service: Service) -> int:
+def run_service(service: Service, settings: Settings) -> int:
+    """Run one service until SIGINT or SIGTERM, then stop it cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO narrates every connection
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
-    service(Settings.from_env(), stop)
+    service(settings, stop)
     return 0

@@ -43,7 +43,7 @@ def encode(event: Any, campaign_id: str) -> bytes:
         "campaign_id": campaign_id,
         "version": event.originator_version,
         "occurred_at": rfc3339(event.timestamp),
-    } | {name: _jsonable(value) for name, value in state.items() if name != "campaign_id"}
+    } | {name: jsonable(value) for name, value in state.items() if name != "campaign_id"}
     return json.dumps(message, separators=(",", ":")).encode()
 
 
@@ -63,13 +63,14 @@ def rfc3339(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Money as decimal strings and instants as RFC 3339, inside any structure."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
         return rfc3339(value)
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value

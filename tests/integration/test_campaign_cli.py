@@ -1,0 +1,97 @@
+"""`groupbuy campaign show|list` read the live read model, for people and for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from domain.outcomes import Order
+from infra.app import open_app
+from infra.replay import replay_into
+from infra.settings import Settings
+from projections.read_models import ReadModelTables
+from tests.integration.test_ingest import campaign
+from tests.support.pipeline import GROUPBUY
+
+
+def groupbuy(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GROUPBUY, *arguments],
+        env=os.environ | settings.as_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def campaign_id(settings: Settings, unique: str) -> str:
+    """A campaign with 21 units from two sites, projected into the live read model."""
+    campaign_id = f"cli-{unique}"
+    app = open_app(settings)
+    now = datetime.now(UTC)
+    app.open_campaign(campaign(campaign_id, max_per_buyer=None), now)
+    app.place_order(campaign_id, Order("site-a:1", "site-a", "b-1", 15, None), now)
+    app.place_order(campaign_id, Order("site-b:1", "site-b", "b-2", 6, None), now)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        replay_into(app, conn, ReadModelTables(settings.database_schema))
+    app.close()
+    return campaign_id
+
+
+def test_show_prints_the_live_figures_as_json(settings: Settings, campaign_id: str) -> None:
+    done = groupbuy(settings, "campaign", "show", campaign_id, "--json")
+
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert (view["status"], view["unit_price"], view["committed_quantity"]) == ("open", "8.00", 21)
+    assert (view["buyers"], view["next_unit_price"], view["units_to_next_price"]) == (2, "6.00", 39)
+    assert view["sites"] == [
+        {"site_id": "site-a", "quantity": 15},
+        {"site_id": "site-b", "quantity": 6},
+    ]
+
+
+def test_show_prints_a_readable_table(settings: Settings, campaign_id: str) -> None:
+    done = groupbuy(settings, "campaign", "show", campaign_id)
+
+    assert done.returncode == 0, done.stderr
+    assert campaign_id in done.stdout
+    assert "unit price" in done.stdout
+    assert "8.00" in done.stdout
+    assert "site site-a" in done.stdout
+
+
+def test_list_includes_the_campaign_and_filters_by_status(
+    settings: Settings, campaign_id: str
+) -> None:
+    listed = json.loads(groupbuy(settings, "campaign", "list", "--json").stdout)
+    closed = json.loads(
+        groupbuy(settings, "campaign", "list", "--status", "failed", "--json").stdout
+    )
+
+    assert [row["campaign_id"] for row in listed] == [campaign_id]
+    assert closed == []
+
+
+def test_an_unknown_campaign_is_a_clear_error(settings: Settings, campaign_id: str) -> None:
+    done = groupbuy(settings, "campaign", "show", "no-such-campaign")
+
+    assert done.returncode == 1
+    assert "no campaign 'no-such-campaign' in the read model" in done.stderr
+
+
+def test_an_unreachable_database_is_named_with_its_address(settings: Settings) -> None:
+    nowhere = replace(settings, database_url="postgresql://u:secret@127.0.0.1:9/groupbuy")
+
+    done = groupbuy(nowhere, "campaign", "list")
+
+    assert done.returncode == 3
+    assert "cannot reach PostgreSQL at 127.0.0.1:9/groupbuy" in done.stderr
+    assert "secret" not in done.stderr
