@@ -1,0 +1,487 @@
+"""The Campaign aggregate: decides on orders, records events, keeps its totals incrementally."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate, event
+from eventsourcing.domain import Snapshot as LibrarySnapshot
+
+from domain.clearing import clear
+from domain.definition import CampaignDefinition
+from domain.demand import Demand
+from domain.errors import CampaignClosedError, DeadlineNotLaterError, DefinitionError, Problem
+from domain.ledger import Closing, Commitment
+from domain.money import round_money
+from domain.outcomes import CloseOutcome, CloseReason, Order, Outcome, Reason, Verdict
+from domain.pricing import PriceSchedule
+from domain.rules import cancellation_rejection, order_rejection
+from domain.snapshot import restore, snapshot_state
+from domain.timefmt import format_instant, utc
+
+# Fixed forever: every campaign's aggregate id is derived from it and its slug.
+CAMPAIGN_NAMESPACE = UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
+
+
+class Campaign(Aggregate):
+    """One campaign: its definition, its commitments, its live price, and how it closed."""
+
+    class Opened(Aggregate.Created):
+        class_version = 1
+        campaign_id: str
+        sku: str
+        title: str
+        supplier_id: str
+        currency: str
+        floor_price: Decimal
+        pricing: dict[str, Any]
+        minimum_quantity: int
+        maximum_quantity: int | None
+        max_per_buyer: int | None
+        deadline: datetime
+        cancellation_cutoff: str | None
+        opens_at: datetime | None
+
+    class CommitmentPlaced(Aggregate.Event):
+        class_version = 1
+        order_id: str
+        site_id: str
+        buyer_id: str
+        quantity: int
+        max_unit_price: Decimal | None
+        placed_at: datetime | None
+        unit_price: Decimal
+        committed_quantity: int
+        filled_quantity: int
+        buyers: int
+
+    class OrderRejected(Aggregate.Event):
+        class_version = 1
+        order_id: str
+        site_id: str
+        buyer_id: str
+        quantity: int
+        max_unit_price: Decimal | None
+        placed_at: datetime | None
+        reason: str
+        unit_price: Decimal
+        committed_quantity: int
+
+    class CommitmentWithdrawn(Aggregate.Event):
+        class_version = 1
+        order_id: str
+        site_id: str
+        buyer_id: str
+        quantity: int
+        max_unit_price: Decimal | None
+        unit_price: Decimal
+        committed_quantity: int
+        filled_quantity: int
+        buyers: int
+
+    class CancellationRejected(Aggregate.Event):
+        class_version = 1
+        order_id: str
+        site_id: str
+        reason: str
+        unit_price: Decimal
+        committed_quantity: int
+
+    class DeadlineExtended(Aggregate.Event):
+        class_version = 1
+        deadline: datetime
+        previous_deadline: datetime
+
+    class Closed(Aggregate.Event):
+        class_version = 1
+        outcome: str
+        reason: str
+        unit_price: Decimal
+        filled_quantity: int
+        lines: list[dict[str, Any]]
+        closed_at: datetime
+
+    class Snapshot(LibrarySnapshot):
+        """A campaign's whole state in plain JSON values (the library's default would not
+        transcode its dataclasses and Decimal-keyed dicts)."""
+
+        @classmethod
+        def take(cls, aggregate: MutableOrImmutableAggregate[UUID]) -> Campaign.Snapshot:
+            assert isinstance(aggregate, Campaign)
+            return cls(
+                originator_id=aggregate.id,
+                originator_version=aggregate.version,
+                timestamp=aggregate.modified_on,
+                topic=f"{Campaign.__module__}:{Campaign.__qualname__}",
+                state=snapshot_state(aggregate),
+            )
+
+        def mutate(self, _: None) -> Campaign:
+            return restore(Campaign, self.originator_id, self.originator_version, self.state)
+
+    @classmethod
+    def create_id(cls, campaign_id: str) -> UUID:
+        """The aggregate id of a campaign slug, the same on every run."""
+        return uuid5(CAMPAIGN_NAMESPACE, campaign_id)
+
+    @classmethod
+    def open(cls, definition: CampaignDefinition, now: datetime) -> Campaign:
+        """Opens a campaign; its deadline must still be ahead."""
+        now = utc(now)
+        if definition.deadline <= now:
+            stamp = format_instant(now)
+            raise DefinitionError([Problem("deadline", f"must be later than now ({stamp})")])
+        return cls(**definition.to_event_fields(), timestamp=now)
+
+    @event(Opened)
+    def __init__(
+        self,
+        campaign_id: str,
+        sku: str,
+        title: str,
+        supplier_id: str,
+        currency: str,
+        floor_price: Decimal,
+        pricing: dict[str, Any],
+        minimum_quantity: int,
+        maximum_quantity: int | None,
+        max_per_buyer: int | None,
+        deadline: datetime,
+        cancellation_cutoff: str | None,
+        opens_at: datetime | None,
+        timestamp: datetime,
+    ) -> None:
+        self._start(
+            CampaignDefinition.from_event_fields(
+                {
+                    "campaign_id": campaign_id,
+                    "sku": sku,
+                    "title": title,
+                    "supplier_id": supplier_id,
+                    "currency": currency,
+                    "floor_price": floor_price,
+                    "pricing": pricing,
+                    "minimum_quantity": minimum_quantity,
+                    "maximum_quantity": maximum_quantity,
+                    "max_per_buyer": max_per_buyer,
+                    "deadline": deadline,
+                    "cancellation_cutoff": cancellation_cutoff,
+                    "opens_at": opens_at,
+                }
+            )
+        )
+
+    def _start(self, definition: CampaignDefinition) -> None:
+        self.definition = definition
+        self.deadline = definition.deadline
+        self.closing: Closing | None = None
+        self.commitments: dict[str, Commitment] = {}
+        self.rejected_orders: dict[str, Reason] = {}
+        self.demand = Demand()
+        self.site_demand: dict[str, Demand] = {}
+        self.buyer_quantities: dict[str, dict[str, int]] = {}
+        self._live_price = definition.pricing.price(1)
+        self._committed = 0
+
+    @property
+    def campaign_id(self) -> str:
+        return self.definition.campaign_id
+
+    @property
+    def pricing(self) -> PriceSchedule:
+        return self.definition.pricing
+
+    @property
+    def unit_price(self) -> Decimal:
+        """The live clearing price, or the final one once closed."""
+        return self.closing.unit_price if self.closing else self._live_price
+
+    @property
+    def committed_quantity(self) -> int:
+        """Units committed now; once closed, only filled units of a success stay committed."""
+        if self.closing is None:
+            return self._committed
+        succeeded = self.closing.outcome is CloseOutcome.SUCCEEDED
+        return self.closing.filled_quantity if succeeded else 0
+
+    @property
+    def buyers(self) -> int:
+        """Buyers with units committed and not withdrawn."""
+        return sum(len(buyers) for buyers in self.buyer_quantities.values())
+
+    def buyer_quantity(self, site_id: str, buyer_id: str) -> int:
+        """Units this buyer has committed and not withdrawn."""
+        return self.buyer_quantities.get(site_id, {}).get(buyer_id, 0)
+
+    def is_open(self, now: datetime) -> bool:
+        """Not closed and before the deadline (an `opens_at` in the future still counts)."""
+        return self.closing is None and utc(now) < self.deadline
+
+    # Commands: decide here; the @event methods below only record.
+
+    def place_order(self, order: Order, now: datetime) -> Outcome:
+        """Accepts or rejects an order; a repeated order_id records nothing."""
+        now = utc(now)
+        earlier = self._earlier_verdict(order.order_id)
+        if earlier is not None:
+            return earlier
+        reason = order_rejection(self, order, now)
+        if reason is not None:
+            return self._refuse_order(order, reason, now)
+        max_price = _rounded(order.max_unit_price, self.definition.currency)
+        after = clear(self.pricing, self.demand.plus(order.quantity, max_price))
+        new_buyer = self.buyer_quantity(order.site_id, order.buyer_id) == 0
+        self._place(
+            **(_order_fields(order) | {"max_unit_price": max_price}),
+            unit_price=after.unit_price,
+            committed_quantity=self._committed + order.quantity,
+            filled_quantity=after.filled_quantity,
+            buyers=self.buyers + new_buyer,
+            timestamp=now,
+        )
+        if self._committed == self.definition.maximum_quantity:
+            self._close_now(CloseReason.SOLD_OUT, now)
+        return self._outcome(order.order_id, None)
+
+    def cancel_order(self, order_id: str, site_id: str, now: datetime) -> Outcome:
+        """Withdraws a commitment; withdrawing it again records nothing."""
+        now = utc(now)
+        commitment = self.commitments.get(order_id)
+        if commitment is None or commitment.site_id != site_id:
+            # Another site's order is as unknown to this site as one never placed.
+            return self._refuse_cancellation(order_id, site_id, Reason.UNKNOWN_ORDER, now)
+        if commitment.withdrawn:
+            return self._outcome(order_id, None, duplicate=True)
+        reason = cancellation_rejection(self, now)
+        if reason is not None:
+            return self._refuse_cancellation(order_id, site_id, reason, now)
+        price = commitment.max_unit_price
+        after = clear(self.pricing, self.demand.plus(-commitment.quantity, price))
+        held = self.buyer_quantity(site_id, commitment.buyer_id)
+        self._withdraw(
+            order_id=order_id,
+            site_id=site_id,
+            buyer_id=commitment.buyer_id,
+            quantity=commitment.quantity,
+            max_unit_price=price,
+            unit_price=after.unit_price,
+            committed_quantity=self._committed - commitment.quantity,
+            filled_quantity=after.filled_quantity,
+            buyers=self.buyers - (held == commitment.quantity),
+            timestamp=now,
+        )
+        return self._outcome(order_id, None)
+
+    def extend_deadline(self, deadline: datetime, now: datetime) -> None:
+        """Moves the deadline later, while the campaign is open."""
+        now, deadline = utc(now), utc(deadline, "deadline")
+        self._require_open(now)
+        if deadline <= self.deadline:
+            current, requested = format_instant(self.deadline), format_instant(deadline)
+            raise DeadlineNotLaterError(self.campaign_id, current, requested)
+        self._extend(deadline=deadline, previous_deadline=self.deadline, timestamp=now)
+
+    def cancel(self, now: datetime) -> None:
+        """The operator calls the campaign off: it closes and every commitment is released."""
+        now = utc(now)
+        if self.closing is not None:
+            why = f"it already closed ({self.closing.reason.value})"
+            raise CampaignClosedError(self.campaign_id, why)
+        self._close_now(CloseReason.CANCELLED, now)
+
+    def close_if_due(self, now: datetime) -> bool:
+        """Closes at the deadline; says whether it closed now."""
+        now = utc(now)
+        if self.closing is not None or now < self.deadline:
+            return False
+        self._close_now(CloseReason.DEADLINE, now)
+        return True
+
+    def _refuse_order(self, order: Order, reason: Reason, now: datetime) -> Outcome:
+        self._reject_order(
+            **_order_fields(order),
+            reason=reason.value,
+            unit_price=self.unit_price,
+            committed_quantity=self.committed_quantity,
+            timestamp=now,
+        )
+        return self._outcome(order.order_id, reason)
+
+    def _refuse_cancellation(
+        self, order_id: str, site_id: str, reason: Reason, now: datetime
+    ) -> Outcome:
+        self._reject_cancellation(
+            order_id=order_id,
+            site_id=site_id,
+            reason=reason.value,
+            unit_price=self.unit_price,
+            committed_quantity=self.committed_quantity,
+            timestamp=now,
+        )
+        return self._outcome(order_id, reason)
+
+    def _earlier_verdict(self, order_id: str) -> Outcome | None:
+        if order_id in self.commitments:
+            return self._outcome(order_id, None, duplicate=True)
+        reason = self.rejected_orders.get(order_id)
+        if reason is not None:
+            return self._outcome(order_id, reason, duplicate=True)
+        return None
+
+    def _outcome(self, order_id: str, reason: Reason | None, *, duplicate: bool = False) -> Outcome:
+        verdict = Verdict.ACCEPTED if reason is None else Verdict.REJECTED
+        return Outcome(
+            order_id, verdict, reason, self.unit_price, self.committed_quantity, duplicate
+        )
+
+    def _require_open(self, now: datetime) -> None:
+        if self.closing is not None:
+            why = f"it closed ({self.closing.reason.value})"
+            raise CampaignClosedError(self.campaign_id, why)
+        if now >= self.deadline:
+            why = f"its deadline {format_instant(self.deadline)} has passed"
+            raise CampaignClosedError(self.campaign_id, why)
+
+    def _close_now(self, reason: CloseReason, now: datetime) -> None:
+        clearing = clear(self.pricing, self.demand)
+        if reason is CloseReason.CANCELLED:
+            outcome = CloseOutcome.CANCELLED
+        elif clearing.filled_quantity >= self.definition.minimum_quantity:
+            outcome = CloseOutcome.SUCCEEDED
+        else:
+            outcome = CloseOutcome.FAILED
+        succeeded = outcome is CloseOutcome.SUCCEEDED
+        self._close(
+            outcome=outcome.value,
+            reason=reason.value,
+            unit_price=clearing.unit_price,
+            filled_quantity=0 if reason is CloseReason.CANCELLED else clearing.filled_quantity,
+            lines=self._lines(clearing.unit_price) if succeeded else [],
+            # A deadline close belongs to the deadline, however late the clock fired.
+            closed_at=self.deadline if reason is CloseReason.DEADLINE else now,
+            timestamp=now,
+        )
+
+    def _lines(self, unit_price: Decimal) -> list[dict[str, Any]]:
+        filled = {site: d.willing_at(unit_price) for site, d in self.site_demand.items()}
+        return [{"site_id": s, "quantity": q} for s, q in sorted(filled.items()) if q]
+
+    # Recorders: their bodies run again on every replay, so they only assign state.
+
+    @event(CommitmentPlaced)
+    def _place(
+        self,
+        order_id: str,
+        site_id: str,
+        buyer_id: str,
+        quantity: int,
+        max_unit_price: Decimal | None,
+        placed_at: datetime | None,
+        unit_price: Decimal,
+        committed_quantity: int,
+        filled_quantity: int,
+        buyers: int,
+        timestamp: datetime,
+    ) -> None:
+        self.commitments[order_id] = Commitment(
+            order_id, site_id, buyer_id, quantity, max_unit_price
+        )
+        self._count(site_id, buyer_id, quantity, max_unit_price)
+        self._live_price, self._committed = unit_price, committed_quantity
+
+    @event(OrderRejected)
+    def _reject_order(
+        self,
+        order_id: str,
+        site_id: str,
+        buyer_id: str,
+        quantity: int,
+        max_unit_price: Decimal | None,
+        placed_at: datetime | None,
+        reason: str,
+        unit_price: Decimal,
+        committed_quantity: int,
+        timestamp: datetime,
+    ) -> None:
+        self.rejected_orders[order_id] = Reason(reason)
+
+    @event(CommitmentWithdrawn)
+    def _withdraw(
+        self,
+        order_id: str,
+        site_id: str,
+        buyer_id: str,
+        quantity: int,
+        max_unit_price: Decimal | None,
+        unit_price: Decimal,
+        committed_quantity: int,
+        filled_quantity: int,
+        buyers: int,
+        timestamp: datetime,
+    ) -> None:
+        self.commitments[order_id] = replace(self.commitments[order_id], withdrawn=True)
+        self._count(site_id, buyer_id, -quantity, max_unit_price)
+        self._live_price, self._committed = unit_price, committed_quantity
+
+    @event(CancellationRejected)
+    def _reject_cancellation(
+        self,
+        order_id: str,
+        site_id: str,
+        reason: str,
+        unit_price: Decimal,
+        committed_quantity: int,
+        timestamp: datetime,
+    ) -> None:
+        # Nothing changes: a rejected cancellation may succeed when retried later.
+        pass
+
+    @event(DeadlineExtended)
+    def _extend(self, deadline: datetime, previous_deadline: datetime, timestamp: datetime) -> None:
+        self.deadline = deadline
+
+    @event(Closed)
+    def _close(
+        self,
+        outcome: str,
+        reason: str,
+        unit_price: Decimal,
+        filled_quantity: int,
+        lines: list[dict[str, Any]],
+        closed_at: datetime,
+        timestamp: datetime,
+    ) -> None:
+        self.closing = Closing.from_event(
+            outcome, reason, unit_price, filled_quantity, lines, closed_at
+        )
+
+    def _count(
+        self, site_id: str, buyer_id: str, quantity: int, max_unit_price: Decimal | None
+    ) -> None:
+        # Totals move with each event so no command ever re-scans the commitments.
+        self.demand.add(quantity, max_unit_price)
+        self.site_demand.setdefault(site_id, Demand()).add(quantity, max_unit_price)
+        buyers = self.buyer_quantities.setdefault(site_id, {})
+        buyers[buyer_id] = buyers.get(buyer_id, 0) + quantity
+        if not buyers[buyer_id]:
+            del buyers[buyer_id]
+
+
+def _order_fields(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "site_id": order.site_id,
+        "buyer_id": order.buyer_id,
+        "quantity": order.quantity,
+        "max_unit_price": order.max_unit_price,
+        "placed_at": order.placed_at,
+    }
+
+
+def _rounded(amount: Decimal | None, currency: str) -> Decimal | None:
+    # The same limit written "95" or "95.00" must count as one demand level.
+    return None if amount is None else round_money(amount, currency)

@@ -1,0 +1,79 @@
+"""What commands take and return: orders, verdicts, reasons, and how a campaign ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why an order or a cancellation was rejected; the values are the contract's."""
+
+    CAMPAIGN_CLOSED = "campaign_closed"
+    NOT_OPEN = "not_open"
+    SOLD_OUT = "sold_out"
+    EXCEEDS_STOCK = "exceeds_stock"
+    PER_BUYER_LIMIT = "per_buyer_limit"
+    UNKNOWN_CAMPAIGN = "unknown_campaign"
+    UNKNOWN_ORDER = "unknown_order"
+    CUTOFF_PASSED = "cutoff_passed"
+    INVALID = "invalid"
+
+
+class Verdict(StrEnum):
+    """Whether a command took effect."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class CloseOutcome(StrEnum):
+    """How a campaign ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class CloseReason(StrEnum):
+    """What closed a campaign."""
+
+    DEADLINE = "deadline"
+    SOLD_OUT = "sold_out"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A buyer's order as a site sent it; `placed_at` is the site's clock, kept for info."""
+
+    order_id: str
+    site_id: str
+    buyer_id: str
+    quantity: int
+    max_unit_price: Decimal | None = None
+    placed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One command's result, enough to publish one result message.
+
+    For a repeated order or cancellation, `duplicate` is true, nothing was recorded, and
+    `verdict` and `reason` repeat the first answer. `unit_price` and `committed_quantity`
+    are the campaign's live figures right after the command.
+    """
+
+    order_id: str
+    verdict: Verdict
+    reason: Reason | None
+    unit_price: Decimal
+    committed_quantity: int
+    duplicate: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the order or cancellation took effect (now or the first time)."""
+        return self.verdict is Verdict.ACCEPTED
