@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from domain.definition import CampaignDefinition
 from infra.settings import Settings
 
 
@@ -52,5 +53,25 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def environment_note() -> str:
-    return f"{os.cpu_count()} cores"
+SPEC_CAMPAIGN: dict[str, Any] = {
+    "sku": "BENCH-1",
+    "title": "Benchmark product",
+    "supplier_id": "acme",
+    "currency": "EUR",
+    "floor_price": "79.00",
+    "pricing": {
+        "kind": "tiers",
+        "tiers": [
+            {"min_quantity": 1, "unit_price": "120.00"},
+            {"min_quantity": 100, "unit_price": "99.00"},
+            {"min_quantity": 500, "unit_price": "85.00"},
+            {"min_quantity": 1000, "unit_price": "79.00"},
+        ],
+    },
+    "minimum_quantity": 100,
+}
+
+
+def spec_campaign(campaign_id: str, **fields: Any) -> CampaignDefinition:
+    """The tiers of SPEC section 5's example campaign, with `fields` added or changed."""
+    return CampaignDefinition.from_json_dict(SPEC_CAMPAIGN | {"campaign_id": campaign_id} | fields)

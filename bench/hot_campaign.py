@@ -15,21 +15,20 @@ import contextlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from statistics import median
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from bench.common import isolated_settings, spec_campaign
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.definition import CampaignDefinition
 from domain.outcomes import Order
+from infra.settings import eventsourcing_env
 
 WINDOW = 1_000
-DEFAULT_URL = "postgresql://groupbuy:groupbuy@127.0.0.1:25432/groupbuy"
 START = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 # What each --cache choice means in eventsourcing's settings.
 CACHES = {
@@ -42,28 +41,11 @@ LIMITS = [Decimal(p) for p in range(80, 120, 2)]
 
 
 def definition(campaign_id: str) -> CampaignDefinition:
-    return CampaignDefinition.from_json_dict(
-        {
-            "campaign_id": campaign_id,
-            "sku": "HOT-1",
-            "title": "A very popular product",
-            "supplier_id": "acme",
-            "currency": "EUR",
-            "floor_price": "79.00",
-            "pricing": {
-                "kind": "tiers",
-                "tiers": [
-                    {"min_quantity": 1, "unit_price": "120.00"},
-                    {"min_quantity": 100, "unit_price": "99.00"},
-                    {"min_quantity": 500, "unit_price": "85.00"},
-                    {"min_quantity": 1000, "unit_price": "79.00"},
-                ],
-            },
-            "minimum_quantity": 100,
-            "max_per_buyer": 5,
-            "deadline": "2026-12-01T18:00:00Z",
-            "cancellation_cutoff": "PT1H",
-        }
+    return spec_campaign(
+        campaign_id,
+        max_per_buyer=5,
+        deadline="2026-12-01T18:00:00Z",
+        cancellation_cutoff="PT1H",
     )
 
 
@@ -73,37 +55,18 @@ def order(n: int) -> Order:
     return Order(f"site-{n % 5}:{n}", f"site-{n % 5}", f"buyer-{n}", 1 + n % 3, limit)
 
 
-def postgres_env(url: str, schema: str) -> dict[str, str]:
-    parts = urlsplit(url)
-    return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": parts.path.lstrip("/"),
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or ""),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        "POSTGRES_SCHEMA": schema,
-        "CREATE_TABLE": "y",
-    }
-
-
 @contextlib.contextmanager
 def store_env(store: str) -> Iterator[dict[str, str]]:
-    """eventsourcing settings for the store; on PostgreSQL a schema of its own, dropped after."""
+    """eventsourcing settings for the store; on PostgreSQL a schema of its own, dropped after.
+
+    On PostgreSQL this is the library's own process recorder, as the domain alone uses it.
+    """
     if store == "memory":
         yield {"PERSISTENCE_MODULE": "eventsourcing.popo"}
         return
-    import psycopg  # only the PostgreSQL run needs it
-
-    url = os.environ.get("GROUPBUY_DATABASE_URL", DEFAULT_URL)
-    schema = f"bench_hot_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield postgres_env(url, schema)
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with isolated_settings("hot") as settings:
+        env = eventsourcing_env(settings.database_url, settings.database_schema)
+        yield env | {"CREATE_TABLE": "y"}
 
 
 def application(snapshot_interval: int) -> type[GroupBuying]:

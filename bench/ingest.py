@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from kafka import KafkaProducer
 
-from bench.common import isolated_settings, peak_rss_mib, report
+from bench.common import isolated_settings, peak_rss_mib, report, spec_campaign
 from domain.definition import CampaignDefinition
 from infra import kafka_clients
 from infra.app import open_app
@@ -34,27 +34,7 @@ RAW_BATCH = 500
 
 
 def definition(campaign_id: str) -> CampaignDefinition:
-    return CampaignDefinition.from_json_dict(
-        {
-            "campaign_id": campaign_id,
-            "sku": "BENCH",
-            "title": "Benchmark product",
-            "supplier_id": "acme",
-            "currency": "EUR",
-            "floor_price": "79.00",
-            "pricing": {
-                "kind": "tiers",
-                "tiers": [
-                    {"min_quantity": 1, "unit_price": "120.00"},
-                    {"min_quantity": 100, "unit_price": "99.00"},
-                    {"min_quantity": 500, "unit_price": "85.00"},
-                    {"min_quantity": 1000, "unit_price": "79.00"},
-                ],
-            },
-            "minimum_quantity": 100,
-            "deadline": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-        }
-    )
+    return spec_campaign(campaign_id, deadline=(datetime.now(UTC) + timedelta(days=1)).isoformat())
 
 
 def order(campaign_id: str, n: int, rng: random.Random) -> dict[str, Any]:
