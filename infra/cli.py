@@ -14,16 +14,38 @@ import psycopg
 
 from infra import campaign_cli
 from infra.campaign_cli import CommandError
+from infra.clock import run_clock
 from infra.ingest_service import run_ingest
 from infra.project_service import run_project
 from infra.relay_service import run_relay
 from infra.settings import Settings
+from infra.settle_service import run_settle
 
 Service = Callable[[Settings, threading.Event], None]
 SERVICES: dict[str, tuple[Service, str]] = {
     "ingest": (run_ingest, "apply orders from Kafka to campaigns, exactly once"),
     "relay": (run_relay, "publish campaign events, order results and dead letters to Kafka"),
     "project": (run_project, "keep the read models (live price, history, commitments) current"),
+    "clock": (run_clock, "close campaigns at their deadlines, once their orders are all in"),
+    "settle": (run_settle, "send purchase orders and buyer settlements when campaigns close"),
+}
+
+
+def run_all(settings: Settings, stop: threading.Event) -> None:
+    """Every service on a thread of its own, all stopped by the same signal."""
+    threads = [
+        threading.Thread(target=service, args=(settings, stop), name=name)
+        for name, (service, _) in SERVICES.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+SERVICES_AND_RUN = {
+    **SERVICES,
+    "run": (run_all, "run every service (ingest, relay, project, clock, settle) until stopped"),
 }
 
 
@@ -34,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (service, summary) in SERVICES.items():
+    for name, (service, summary) in SERVICES_AND_RUN.items():
         command = commands.add_parser(name, help=summary, description=summary)
         command.set_defaults(
             run=lambda settings, _, service=service: run_service(service, settings)

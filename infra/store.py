@@ -61,10 +61,15 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
         ).format(Identifier(datastore.schema, self.events_table_name))
         self.positions = PositionTable(Identifier(datastore.schema, self.tracking_table_name))
 
-    def _create_table(self, curs: Cursor[DictRow]) -> None:
-        # Services starting side by side on a fresh database would race on CREATE TYPE.
-        curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        super()._create_table(curs)
+    def create_table(self) -> None:
+        # Services starting side by side on a fresh database would race: on CREATE TYPE, and
+        # on the tracking table's first row, which the library writes after looking for it.
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
