@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -138,7 +139,7 @@ def test_settle_killed_at_random_points_still_issues_each_purchase_order_once(
     rng = random.Random(11)
     for attempt in range(4):
         processes.append(ServiceProcess("settle", settings, tmp_path / f"settle-{attempt}.log"))
-        threading_wait(rng.uniform(1.0, 4.0))
+        time.sleep(rng.uniform(1.0, 4.0))  # a kill at a random point, not a wait for a state
         processes[-1].kill()
     processes.append(ServiceProcess("settle", settings, tmp_path / "settle-last.log"))
 
@@ -159,7 +160,7 @@ def test_two_clocks_close_a_campaign_once(settings: Settings, unique: str) -> No
 
     with running(run_ingest, settings), running(run_clock, settings), running(run_clock, settings):
         wait_for(lambda: closed(app, campaign_id), timeout=30, what="the campaign to close")
-        threading_wait(1.0)  # the slower clock has had its chance to close it again
+        time.sleep(1.0)  # give the slower clock its chance to close the campaign again
 
     events = list(app.events.get(Campaign.create_id(campaign_id)))
     app.close()
@@ -169,9 +170,3 @@ def test_two_clocks_close_a_campaign_once(settings: Settings, unique: str) -> No
 def closed(app: Any, campaign_id: str) -> bool:
     app.forget(campaign_id)
     return app.get_campaign(campaign_id).closing is not None
-
-
-def threading_wait(seconds: float) -> None:
-    import threading
-
-    threading.Event().wait(seconds)
