@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import isolated_settings, report, spec_campaign
 from bench.ingest import GROUPBUY
+from domain.campaign import Campaign
 from infra import kafka_clients
 from infra.app import open_app
 from infra.settings import Settings
@@ -102,6 +103,7 @@ def measure(settings: Settings, campaigns: int) -> dict[str, float]:
     try:
         deadline, supplier_topics = prepare(settings, campaigns)
         delays = purchase_order_arrivals(settings, supplier_topics, campaigns, deadline)
+        closes = close_delays(settings, campaigns, deadline)
     finally:
         for process in services:
             process.send_signal(signal.SIGTERM)
@@ -113,7 +115,21 @@ def measure(settings: Settings, campaigns: int) -> dict[str, float]:
         "p50_s": statistics.median(delays),
         "p99_s": delays[max(0, int(len(delays) * 0.99) - 1)],
         "max_s": delays[-1],
+        "close_p50_s": statistics.median(closes),
+        "close_max_s": closes[-1],
     }
+
+
+def close_delays(settings: Settings, campaigns: int, deadline: datetime) -> list[float]:
+    """Seconds from the deadline to when the clock recorded each campaign's close."""
+    app = open_app(settings)
+    delays = []
+    for n in range(campaigns):
+        events = app.events.get(Campaign.create_id(f"bench-{n}"))
+        (closed,) = [e for e in events if isinstance(e, Campaign.Closed)]
+        delays.append((closed.timestamp - deadline).total_seconds())
+    app.close()
+    return sorted(delays)
 
 
 def main() -> None:

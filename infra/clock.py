@@ -108,8 +108,9 @@ def close_due(
         if not ready[deadline]:
             continue
         try:
-            # Another clock may have closed it first: then this records nothing.
-            closed += app.close_if_due(campaign_id, now)
+            # Another clock may have closed it first: then this records nothing. The event
+            # records when this close happened, not when the tick began.
+            closed += app.close_if_due(campaign_id, datetime.now(UTC))
         except CampaignError as error:
             log.warning("cannot close %s: %s", campaign_id, error)
         deadlines.open.pop(campaign_id, None)
