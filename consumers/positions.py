@@ -16,10 +16,6 @@ class PositionTable:
     """Rows of (application_name, notification_id), eventsourcing's single-row tracking shape."""
 
     def __init__(self, table: Identifier) -> None:
-        self.create = SQL(
-            "CREATE TABLE IF NOT EXISTS {} (application_name text PRIMARY KEY, "
-            "notification_id bigint NOT NULL)"
-        ).format(table)
         self.select = SQL(
             "SELECT application_name, notification_id FROM {} WHERE application_name = ANY(%s)"
         ).format(table)

@@ -101,30 +101,18 @@ class CampaignDefinition:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The definition as its JSON file writes it: money and time as strings."""
-        pricing = {k: _jsonable(v) for k, v in self.pricing.to_dict().items()}
-        cutoff = self.cancellation_cutoff
-        return {
-            "campaign_id": self.campaign_id,
-            "sku": self.sku,
-            "title": self.title,
-            "supplier_id": self.supplier_id,
-            "currency": self.currency,
-            "floor_price": str(self.floor_price),
-            "pricing": pricing,
-            "minimum_quantity": self.minimum_quantity,
-            "maximum_quantity": self.maximum_quantity,
-            "max_per_buyer": self.max_per_buyer,
-            "deadline": format_instant(self.deadline),
-            "cancellation_cutoff": format_duration(cutoff) if cutoff is not None else None,
-            "opens_at": format_instant(self.opens_at) if self.opens_at is not None else None,
-        }
+        return {name: _jsonable(value) for name, value in self.to_event_fields().items()}
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [{k: _jsonable(v) for k, v in item.items()} for item in value]
+        return [_jsonable(item) for item in value]
     return value
 
 

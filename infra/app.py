@@ -8,7 +8,6 @@ from domain.application import GroupBuying
 from infra.settings import Settings, eventsourcing_env
 from infra.store import GroupBuyingRecorder
 
-EVENTS_TABLE = "groupbuying_events"
 OUTBOX_TABLE = "groupbuying_outbox"
 
 

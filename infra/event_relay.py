@@ -11,6 +11,7 @@ from domain.application import GroupBuying
 from domain.campaign import Campaign
 from infra.app import recorder_of
 from infra.follower import Connection
+from infra.kafka_clients import confirm
 from projections.wire import MESSAGE_TYPES, encode
 
 BATCH = 2000
@@ -59,9 +60,7 @@ class EventRelay:
                     headers=headers,
                 )
             )
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=0)  # raises if Kafka refused one: the position stays put
+        confirm(self.producer, futures)
         conn.execute(self.store_position, {"name": POSITION, "id": notifications[-1].id})
         return len(notifications)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
@@ -22,6 +23,17 @@ def producer(settings: Settings) -> KafkaProducer:
         linger_ms=5,
         compression_type=None,
     )
+
+
+def confirm(producer: KafkaProducer, futures: list[Any]) -> None:
+    """Wait until Kafka acknowledged every send; raise if it refused one.
+
+    Callers mark messages as published only after this returns, so a refusal (or a crash
+    before it) leaves them to be sent again: at least once.
+    """
+    producer.flush()
+    for future in futures:
+        future.get(timeout=0)
 
 
 def consumer(settings: Settings, group: str) -> KafkaConsumer:

@@ -6,6 +6,7 @@ from kafka import KafkaProducer
 from psycopg.sql import SQL, Identifier
 
 from infra.follower import Connection
+from infra.kafka_clients import confirm
 
 BATCH = 2000
 
@@ -34,8 +35,6 @@ class OutboxPublisher:
             )
             for _, topic, key, value, headers in rows
         ]
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=0)  # raises if Kafka refused one: the rows stay for a retry
+        confirm(self.producer, futures)
         conn.execute(self.delete, ([row[0] for row in rows],))
         return len(rows)
