@@ -201,6 +201,11 @@ class Campaign(Aggregate):
         return self.closing.unit_price if self.closing else self._live_price
 
     @property
+    def status(self) -> str:
+        """ "open", or how it closed: "succeeded", "failed" or "cancelled"."""
+        return "open" if self.closing is None else self.closing.outcome.value
+
+    @property
     def committed_quantity(self) -> int:
         """Units committed now; once closed, only filled units of a success stay committed."""
         if self.closing is None:

@@ -1,39 +1,149 @@
-"""`groupbuy campaign show|list`: the live read model, as a table or as JSON."""
+"""`groupbuy campaign ...`: operators open, extend and cancel campaigns, and read them back.
+
+`open`, `extend` and `cancel` append events to the store through the domain service;
+`show` and `list` read the live read model that `groupbuy project` keeps current.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from domain.application import GroupBuying
+from domain.campaign import Campaign
+from domain.definition import CampaignDefinition
+from domain.errors import CampaignError, DefinitionError, UnknownCampaignError
+from domain.timefmt import format_instant, parse_instant
+from infra.app import open_app
+from infra.commands import EXIT_CODES, INVALID, NOT_FOUND, REFUSED, CommandError, connect_postgres
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
 
 
-class CommandError(Exception):
-    """Something a person can act on; the CLI prints it and exits with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def add_commands(commands: Any) -> None:
-    campaign = commands.add_parser("campaign", help="operator commands on campaigns")
+    campaign = commands.add_parser(
+        "campaign",
+        help="operator commands on campaigns",
+        description="Open, extend and cancel campaigns; show them as the live read model does.",
+        epilog=EXIT_CODES,
+    )
     actions = campaign.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = actions.add_parser("show", help="one campaign as the live read model shows it")
-    show.add_argument("campaign_id")
-    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    show.set_defaults(run=show_campaign)
-    listing = actions.add_parser("list", help="every campaign, soonest deadline first")
+
+    def action(name: str, summary: str, run: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=summary, description=summary, epilog=EXIT_CODES
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.set_defaults(run=run)
+        return parser
+
+    opening = action(
+        "open", "open a campaign from a JSON definition (SPEC section 5)", open_campaign
+    )
+    opening.add_argument("file", metavar="FILE", help="the definition's JSON file, - for stdin")
+    show = action("show", "one campaign as the live read model shows it", show_campaign)
+    show.add_argument("campaign_id", metavar="ID")
+    listing = action("list", "every campaign, soonest deadline first", list_campaigns)
     listing.add_argument("--status", choices=["open", "succeeded", "failed", "cancelled"])
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(run=list_campaigns)
+    extend = action("extend", "move an open campaign's deadline later", extend_deadline)
+    extend.add_argument("campaign_id", metavar="ID")
+    extend.add_argument(
+        "--deadline",
+        metavar="T",
+        required=True,
+        help='the new deadline, e.g. "2026-12-08T18:00:00Z"',
+    )
+    cancel = action(
+        "cancel", "call a campaign off: it closes and every commitment is released", cancel_campaign
+    )
+    cancel.add_argument("campaign_id", metavar="ID")
+
+
+def open_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
+    definition = read_definition(arguments.file)
+    now = datetime.now(UTC)
+    with domain_service(settings) as app:
+        app.open_campaign(definition, now)
+        campaign = app.get_campaign(definition.campaign_id)
+    return _done(arguments, "opened", campaign)
+
+
+def extend_deadline(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        deadline = parse_instant(arguments.deadline)
+    except ValueError as error:
+        raise CommandError(f"--deadline {error}") from None
+    with domain_service(settings) as app:
+        app.extend_deadline(arguments.campaign_id, deadline, datetime.now(UTC))
+        campaign = app.get_campaign(arguments.campaign_id)
+    return _done(arguments, "extended", campaign)
+
+
+def cancel_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
+    with domain_service(settings) as app:
+        app.cancel_campaign(arguments.campaign_id, datetime.now(UTC))
+        campaign = app.get_campaign(arguments.campaign_id)
+    return _done(arguments, "cancelled", campaign)
+
+
+def read_definition(file: str) -> CampaignDefinition:
+    """The definition in `file` (- for stdin); errors name the file and each bad field."""
+    name = "stdin" if file == "-" else file
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"cannot read {name}: {error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CommandError(f"{name} is not JSON: {error}") from None
+    try:
+        return CampaignDefinition.from_json_dict(data)
+    except DefinitionError as error:
+        raise CommandError(f"{name}: {error}") from None
+
+
+@contextmanager
+def domain_service(settings: Settings) -> Iterator[GroupBuying]:
+    """The domain service on the event store; domain refusals become exit codes."""
+    read_models(settings).close()  # name an unreachable database before the library tries
+    app = open_app(settings)
+    try:
+        yield app
+    except UnknownCampaignError as error:
+        raise CommandError(str(error), NOT_FOUND) from None
+    except DefinitionError as error:
+        raise CommandError(str(error), INVALID) from None
+    except CampaignError as error:
+        raise CommandError(str(error), REFUSED) from None
+    finally:
+        app.close()
+
+
+def _done(arguments: argparse.Namespace, what: str, campaign: Campaign) -> int:
+    summary = {
+        "campaign_id": campaign.campaign_id,
+        "status": campaign.status,
+        "deadline": format_instant(campaign.deadline),
+    }
+    if arguments.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{what} {summary['campaign_id']}: {summary['status']}, deadline {summary['deadline']}"
+        )
+    return 0
 
 
 def show_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -44,7 +154,8 @@ def show_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
     if view is None:
         raise CommandError(
             f"no campaign {arguments.campaign_id!r} in the read model "
-            "(is `groupbuy project` running, and was the campaign opened?)"
+            "(is `groupbuy project` running, and was the campaign opened?)",
+            NOT_FOUND,
         )
     if arguments.json:
         print(json.dumps(view, indent=2))
@@ -101,19 +212,7 @@ LISTED = (
 
 
 def read_models(settings: Settings) -> psycopg.Connection[Any]:
-    try:
-        conn = psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        raise CommandError(
-            f"cannot reach PostgreSQL at {_where(settings.database_url)}: "
-            f"{str(error).strip().splitlines()[-1]} (check GROUPBUY_DATABASE_URL, or `make up`)",
-            exit_code=3,
-        ) from None
-    return conn
-
-
-def _where(url: str) -> str:
-    return url.rsplit("@", 1)[-1]  # never print the password
+    return connect_postgres(settings, autocommit=True)
 
 
 def _text(value: Any) -> str:

@@ -11,10 +11,18 @@ from collections.abc import Callable
 from importlib.metadata import version
 
 import psycopg
+from eventsourcing.persistence import OperationalError
 
 from infra import campaign_cli
-from infra.campaign_cli import CommandError
 from infra.clock import run_clock
+from infra.commands import (
+    EXIT_CODES,
+    UNREACHABLE,
+    CommandError,
+    connect_postgres,
+    postgres_address,
+    require_kafka,
+)
 from infra.ingest_service import run_ingest
 from infra.project_service import run_project
 from infra.relay_service import run_relay
@@ -53,11 +61,12 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="groupbuy",
         description="Event-sourced group buying: many sites, one campaign, one falling price.",
+        epilog=EXIT_CODES,
     )
     root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
     for name, (service, summary) in SERVICES_AND_RUN.items():
-        command = commands.add_parser(name, help=summary, description=summary)
+        command = commands.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES)
         command.set_defaults(
             run=lambda settings, _, service=service: run_service(service, settings)
         )
@@ -70,18 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command is None:
         parser().print_help(sys.stderr)
         return 2
+    settings = Settings.from_env()
     try:
-        return int(arguments.run(Settings.from_env(), arguments))
+        return int(arguments.run(settings, arguments))
     except CommandError as error:
         print(f"groupbuy: {error}", file=sys.stderr)
         return error.exit_code
-    except psycopg.OperationalError as error:
-        print(f"groupbuy: PostgreSQL: {str(error).strip()}", file=sys.stderr)
-        return 3
+    except (psycopg.OperationalError, OperationalError) as error:
+        where = postgres_address(settings)
+        print(f"groupbuy: PostgreSQL at {where}: {str(error).strip()}", file=sys.stderr)
+        return UNREACHABLE
 
 
 def run_service(service: Service, settings: Settings) -> int:
     """Run one service until SIGINT or SIGTERM, then stop it cleanly."""
+    require_kafka(settings)  # a missing service is named at once, not after a long retry
+    connect_postgres(settings).close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO narrates every connection
     stop = threading.Event()

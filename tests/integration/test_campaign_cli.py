@@ -83,7 +83,7 @@ def test_list_includes_the_campaign_and_filters_by_status(
 def test_an_unknown_campaign_is_a_clear_error(settings: Settings, campaign_id: str) -> None:
     done = groupbuy(settings, "campaign", "show", "no-such-campaign")
 
-    assert done.returncode == 1
+    assert done.returncode == 4
     assert "no campaign 'no-such-campaign' in the read model" in done.stderr
 
 
