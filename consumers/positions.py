@@ -29,6 +29,10 @@ class PositionTable:
             "ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
         ).format(table)
 
+    def start(self, cursor: Cursor[Any], name: str, position: int) -> None:
+        """Store `position` under `name` unless a position is stored there already."""
+        cursor.execute(self.first_move, {"name": name, "position": position})
+
     def read(self, cursor: Cursor[Any], names: Sequence[str]) -> dict[str, int | None]:
         found = dict(cursor.execute(self.select, (list(names),)).fetchall())
         return {name: found.get(name) for name in names}

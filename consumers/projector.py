@@ -15,6 +15,10 @@ from projections.wire import CampaignEvent, decode
 
 log = logging.getLogger(__name__)
 SCHEMA_LOCK = 0x6762_726D  # serialises CREATE TABLE among projectors starting together
+# A row of the positions table that `groupbuy replay --swap` moves when it puts a rebuilt set
+# of read models in place: every save is fenced on it too, so a projector that was writing
+# to the old set fails its next save, forgets what it remembered, and rereads its positions.
+GENERATION = "read-models:generation"
 
 
 class ProjectorSink:
@@ -26,13 +30,17 @@ class ProjectorSink:
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             self.conn.execute(tables.create_statement())
+            self.positions.start(self.conn.cursor(), GENERATION, 0)
+        self.generation = 0
 
     def close(self) -> None:
         self.conn.close()
 
     def stored_positions(self, names: Sequence[str]) -> dict[str, int | None]:
         with self.conn.transaction():
-            return self.positions.read(self.conn.cursor(), names)
+            stored = self.positions.read(self.conn.cursor(), [*names, GENERATION])
+        self.generation = stored.pop(GENERATION) or 0
+        return stored
 
     def process(self, records: Sequence[Record], expected: dict[str, int | None]) -> None:
         last: dict[str, int] = {}
@@ -45,6 +53,8 @@ class ProjectorSink:
                     self.projection.apply(cur, event)
             for name, offset in last.items():
                 self.positions.move(cur, FencedTracking(name, offset, expected=expected[name]))
+            generation = self.generation
+            self.positions.move(cur, FencedTracking(GENERATION, generation, expected=generation))
 
     def forget(self) -> None:
         self.projection.forget()

@@ -1,42 +1,322 @@
-"""Rebuilds read models from zero, from the event store, in notification order."""
+"""Read models rebuilt from zero beside the live ones (blue/green), compared, and swapped in.
+
+A rebuild goes into a schema of its own, so the live read models keep serving while it runs.
+`compare` lists what differs between the two sets; `swap` makes the rebuilt set the live one
+in one transaction, and the running projectors notice it by their generation fence
+(consumers/projector.py) and carry on from the positions the swap left for them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.sql import SQL
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
+from kafka import KafkaConsumer, TopicPartition
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier
 
+from consumers.batch import position_name
+from consumers.positions import PositionTable
+from consumers.projector import GENERATION
 from domain.application import GroupBuying
 from domain.campaign import Campaign
+from infra.app import recorder_of
+from infra.settings import Settings
 from projections.live import LiveProjection
 from projections.read_models import ReadModelTables
-from projections.wire import decode, encode
+from projections.rebuild import FLUSH_ROWS, ReadModelBuild
+from projections.wire import MESSAGE_TYPES, CampaignEvent, decode, encode
 
-BATCH = 5000
+PAGE = 10_000  # events fetched from PostgreSQL at a time
+# The tables of one set, in the order a swap locks them: the projector touches the campaigns
+# table first in every transaction and the positions last, so nobody waits in a circle.
+TABLES = ("campaigns", "campaign_sites", "price_history", "commitments", "positions")
+COMPARED = ("campaigns", "campaign_sites", "price_history", "commitments")
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Rebuilt:
+    """A rebuilt set of read models, and how far into its source it got."""
+
+    tables: ReadModelTables
+    source: str
+    events: int = 0  # read from the source
+    applied: int = 0  # changed the read models (the rest were duplicates)
+    last_notification_id: int = 0  # from the event store
+    positions: dict[str, int] = field(default_factory=dict)  # from Kafka
+
+
+class StoredEvents:
+    """The event store's rows as campaign events, oldest first.
+
+    The state is read straight from eventsourcing's JSON, without building domain objects;
+    a row this cannot read so (an old `class_version` to upcast, a type it does not know)
+    goes through the library's mapper instead.
+    """
+
+    def __init__(self, app: GroupBuying) -> None:
+        self.app = app
+        recorder = recorder_of(app)
+        self.table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+        self.types = {get_topic(cls): name for cls, name in MESSAGE_TYPES.items()}
+        self.versions = {get_topic(cls): getattr(cls, "class_version", 1) for cls in MESSAGE_TYPES}
+        self.slugs: dict[UUID, str] = {}
+
+    def last_notification_id(self) -> int:
+        with self._connection() as conn:
+            cursor = conn.cursor(row_factory=tuple_row)
+            last = cursor.execute(
+                SQL("SELECT max(notification_id) FROM {}").format(self.table)
+            ).fetchone()
+        return int(last[0]) if last and last[0] is not None else 0
+
+    def know(self, campaign_ids: Iterator[str] | list[str]) -> None:
+        """Campaigns opened before the events to be read (their ids derive from their slugs)."""
+        self.slugs.update({Campaign.create_id(slug): slug for slug in campaign_ids})
+
+    def read(self, after: int, upto: int | None = None) -> Iterator[CampaignEvent]:
+        """Each event after notification id `after`, up to `upto` if given."""
+        query = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {} "
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        ).format(self.table)
+        name = f"replay_{secrets.token_hex(4)}"
+        with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(name=name, row_factory=tuple_row) as cursor,
+        ):
+            cursor.itersize = PAGE
+            cursor.execute(query, (after, upto if upto is not None else 2**63 - 1))
+            for originator_id, version, topic, state in cursor:
+                yield self.event(originator_id, version, topic, bytes(state))
+
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        return recorder_of(self.app).datastore.get_connection()
+
+    def event(self, originator_id: UUID, version: int, topic: str, state: bytes) -> CampaignEvent:
+        fields = json.loads(state, object_hook=_plain)
+        if fields.get("class_version", 1) != self.versions.get(topic) or _NEEDS_MAPPER in fields:
+            return self._through_mapper(originator_id, version, topic, state)
+        if topic not in self.types:
+            raise ValueError(f"unknown event topic {topic!r}")
+        occurred_at = datetime.fromisoformat(fields.pop("timestamp"))
+        fields.pop("originator_topic", None)
+        if "campaign_id" in fields:
+            self.slugs[originator_id] = fields.pop("campaign_id")
+        return CampaignEvent(
+            self.types[topic], self.slugs[originator_id], version, occurred_at, fields
+        )
+
+    def _through_mapper(
+        self, originator_id: UUID, version: int, topic: str, state: bytes
+    ) -> CampaignEvent:
+        event = self.app.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+        if isinstance(event, Campaign.Opened):
+            self.slugs[originator_id] = event.campaign_id
+        return decode(encode(event, self.slugs[originator_id]))
+
+
+_NEEDS_MAPPER = "_needs_mapper_"
+
+
+def _plain(value: dict[str, Any]) -> dict[str, Any] | str:
+    """eventsourcing's wrapped values as the campaign-events topic writes them."""
+    kind = value.get("_type_")
+    if kind is None:
+        return value
+    data = value["_data_"]
+    if kind == "decimal_str":
+        return str(data)
+    if kind == "datetime_iso" and isinstance(data, str) and data.endswith("+00:00"):
+        return data.removesuffix("+00:00") + "Z"
+    return {_NEEDS_MAPPER: True}  # seen at the top level, since json.loads works inside out
+
+
+def rebuild_from_store(
+    app: GroupBuying, conn: psycopg.Connection[Any], tables: ReadModelTables, progress: Progress
+) -> Rebuilt:
+    """Every stored event, folded into `tables` (created here, in a schema that must exist)."""
+    events = StoredEvents(app)
+    rebuilt = Rebuilt(tables, "store", last_notification_id=events.last_notification_id())
+    build = ReadModelBuild(tables)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(tables.create_statement())
+        for event in events.read(0, rebuilt.last_notification_id):
+            rebuilt.events += 1
+            build.apply(event)
+            if rebuilt.events % FLUSH_ROWS == 0:
+                build.flush(cur)
+                progress(FLUSH_ROWS)
+        build.finish(cur)
+    progress(rebuilt.events % FLUSH_ROWS)
+    rebuilt.applied = build.applied
+    return rebuilt
+
+
+def rebuild_from_kafka(
+    settings: Settings,
+    topic: str,
+    conn: psycopg.Connection[Any],
+    tables: ReadModelTables,
+    progress: Progress,
+) -> Rebuilt:
+    """Every message of the campaign-events topic up to its end now, folded into `tables`."""
+    rebuilt = Rebuilt(tables, "kafka")
+    build = ReadModelBuild(tables)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_poll_records=5000,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = {p: end for p, end in consumer.end_offsets(partitions).items() if end > 0}
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(tables.create_statement())
+            while any(consumer.position(p) < end for p, end in ends.items()):
+                polled = consumer.poll(timeout_ms=1000)
+                for partition, records in polled.items():
+                    name = position_name(partition.topic, partition.partition)
+                    for record in records:
+                        if record.offset >= ends.get(partition, 0):
+                            continue  # written after the rebuild started: the projector's
+                        build.apply(decode(record.value))
+                        rebuilt.positions[name] = record.offset
+                        rebuilt.events += 1
+                    progress(len(records))
+                build.flush(cur)
+            build.finish(cur)
+            positions = PositionTable(tables.positions)
+            for name, offset in rebuilt.positions.items():
+                positions.start(cur, name, offset)
+    finally:
+        consumer.close(autocommit=False)
+    rebuilt.applied = build.applied
+    return rebuilt
+
+
+def fresh_tables(conn: psycopg.Connection[Any], live: ReadModelTables) -> ReadModelTables:
+    """A new, empty schema beside the live read models, for a rebuild."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    schema = f"{live.schema}_rebuild_{stamp}_{secrets.token_hex(2)}"
+    conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
+    return ReadModelTables(schema, live.prefix)
+
+
+@dataclass
+class Comparison:
+    """Rows that differ between two sets of read models, campaign by campaign."""
+
+    compared: int = 0  # campaigns at the same version in both sets
+    skipped: list[str] = field(default_factory=list)  # campaigns seen further in one set
+    differences: list[str] = field(default_factory=list)
+
+
+def compare(
+    conn: psycopg.Connection[Any], live: ReadModelTables, rebuilt: ReadModelTables
+) -> Comparison:
+    """Compare the campaigns both sets have seen up to the same version, row by row.
+
+    While the services run, the live set may be ahead of the rebuild or behind it; such a
+    campaign is listed as skipped, not as a difference.
+    """
+    versions = SQL("SELECT campaign_id, version FROM {}")
+    live_at = dict(conn.execute(versions.format(live.campaigns)).fetchall())
+    rebuilt_at = dict(conn.execute(versions.format(rebuilt.campaigns)).fetchall())
+    result = Comparison()
+    same = sorted(c for c in live_at.keys() & rebuilt_at.keys() if live_at[c] == rebuilt_at[c])
+    result.compared = len(same)
+    for campaign_id in sorted(live_at.keys() | rebuilt_at.keys()):
+        at = (live_at.get(campaign_id), rebuilt_at.get(campaign_id))
+        if at[0] != at[1]:
+            result.skipped.append(f"{campaign_id}: live at v{at[0]}, rebuilt at v{at[1]}")
+    only = SQL(
+        "SELECT * FROM {} WHERE campaign_id = ANY(%(same)s) EXCEPT SELECT * FROM {} ORDER BY 1, 2"
+    )
+    for name in COMPARED:
+        for here, there, label in ((live, rebuilt, "live"), (rebuilt, live, "rebuilt")):
+            query = only.format(here.table(name), there.table(name))
+            for row in conn.execute(query, {"same": same}):
+                result.differences.append(f"{here.prefix}{name}: only {label} has {_row(row)}")
+    return result
+
+
+def swap(
+    conn: psycopg.Connection[Any], app: GroupBuying, live: ReadModelTables, rebuilt: Rebuilt
+) -> tuple[str, int]:
+    """Make `rebuilt` the live set; (the schema the old set was moved to, events caught up).
+
+    In one transaction: lock the live tables (the projectors wait), apply what was stored
+    since the rebuild read the store, give the rebuilt set the positions to go on from and
+    the next generation, and trade the tables' schemas.
+    """
+    retired = f"{live.schema}_retired_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
+    with conn.transaction(), conn.cursor() as cur:
+        present = [name for name in TABLES if _exists(cur, live.table(name))]
+        if present:
+            tables = SQL(", ").join(live.table(name) for name in present)
+            cur.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
+        caught_up = 0
+        positions = PositionTable(rebuilt.tables.positions)
+        generation = 0
+        if "positions" in present:
+            stored = dict(cur.execute(SQL("SELECT * FROM {}").format(live.positions)).fetchall())
+            generation = stored.pop(GENERATION, 0)
+            if rebuilt.source == "store":
+                for name, offset in stored.items():
+                    positions.start(cur, name, offset)
+        if rebuilt.source == "store":
+            # What the store gained since the rebuild read it, event by event as the projector does.
+            projection = LiveProjection(rebuilt.tables)
+            events = StoredEvents(app)
+            known = cur.execute(SQL("SELECT campaign_id FROM {}").format(rebuilt.tables.campaigns))
+            events.know([campaign_id for (campaign_id,) in known.fetchall()])
+            for event in events.read(rebuilt.last_notification_id):
+                caught_up += projection.apply(cur, event)
+        positions.start(cur, GENERATION, generation + 1)
+        cur.execute(SQL("CREATE SCHEMA {}").format(Identifier(retired)))
+        for name in present:
+            cur.execute(
+                SQL("ALTER TABLE {} SET SCHEMA {}").format(live.table(name), Identifier(retired))
+            )
+        for name in TABLES:
+            cur.execute(
+                SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    rebuilt.tables.table(name), Identifier(live.schema)
+                )
+            )
+        cur.execute(SQL("DROP SCHEMA {}").format(Identifier(rebuilt.tables.schema)))
+    return retired, caught_up
+
+
+def _exists(cur: psycopg.Cursor[Any], table: Identifier) -> bool:
+    row = cur.execute(SQL("SELECT to_regclass(%s)"), (table.as_string(cur),)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def _row(row: tuple[Any, ...]) -> str:
+    return "(" + ", ".join("null" if v is None else str(v) for v in row) + ")"
 
 
 def replay_into(app: GroupBuying, conn: psycopg.Connection[Any], tables: ReadModelTables) -> int:
-    """Apply every stored event to `tables` (created if missing); the number applied."""
-    with conn.transaction():
-        conn.execute(tables.create_statement())
-    projection = LiveProjection(tables)
-    slugs: dict[UUID, str] = {}
-    applied, after = 0, 0
-    while notifications := app.recorder.select_notifications(
-        after, BATCH, inclusive_of_start=False
-    ):
-        with conn.transaction(), conn.cursor() as cur:
-            for notification in notifications:
-                event = app.mapper.to_domain_event(notification)
-                if isinstance(event, Campaign.Opened):
-                    slugs[UUID(str(notification.originator_id))] = event.campaign_id
-                slug = slugs[UUID(str(notification.originator_id))]
-                # Through the wire format, so a rebuild reads exactly what the projector reads.
-                applied += projection.apply(cur, decode(encode(event, slug)))
-        after = notifications[-1].id
-    return applied
+    """Rebuild `tables` from the event store; the number of events that changed them."""
+    return rebuild_from_store(app, conn, tables, lambda _: None).applied
 
 
 def table_rows(conn: psycopg.Connection[Any], tables: ReadModelTables) -> dict[str, list[Any]]:

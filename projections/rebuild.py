@@ -1,0 +1,239 @@
+"""A set of read models built from zero in one pass, for `groupbuy replay`.
+
+The live projector (projections/live.py) updates rows event by event, a statement each. A
+rebuild reads the whole history, so it folds the events in memory instead and writes each
+table once with COPY: the rows come out the same, which `groupbuy replay --verify` and the
+tests check against the live projector.
+
+Commitments and price points are streamed out as they come; withdrawals and closes only
+change rows already written, so they are kept and applied set-wise at the end. Memory grows
+with the number of campaigns and withdrawals, not with the number of events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg import Cursor
+from psycopg.sql import SQL, Identifier
+from psycopg.types.json import Jsonb
+
+from domain.money import quantum
+from domain.pricing import PriceSchedule, schedule_from_dict
+from projections.live import Statements
+from projections.next_price import next_step
+from projections.read_models import ReadModelTables
+from projections.wire import CampaignEvent
+
+FLUSH_ROWS = 20_000  # streamed rows held before a COPY
+
+CAMPAIGN_COLUMNS = (
+    "campaign_id",
+    "version",
+    "title",
+    "sku",
+    "supplier_id",
+    "currency",
+    "status",
+    "unit_price",
+    "committed_quantity",
+    "filled_quantity",
+    "buyers",
+    "next_unit_price",
+    "units_to_next_price",
+    "minimum_quantity",
+    "maximum_quantity",
+    "floor_price",
+    "pricing",
+    "deadline",
+    "opened_at",
+    "closed_at",
+    "close_reason",
+    "updated_at",
+)
+COMMITMENT_COLUMNS = (
+    "campaign_id",
+    "order_id",
+    "site_id",
+    "buyer_id",
+    "quantity",
+    "max_unit_price",
+    "state",
+    "placed_at",
+    "updated_at",
+)
+
+
+@dataclass
+class CampaignRow:
+    """A campaign's row as it stands after the events folded so far."""
+
+    values: dict[str, Any]
+    schedule: PriceSchedule
+
+
+@dataclass
+class ReadModelBuild:
+    """Fold events (in each campaign's version order) into `tables`, then `finish`."""
+
+    tables: ReadModelTables
+    campaigns: dict[str, CampaignRow] = field(default_factory=dict)
+    sites: dict[tuple[str, str], int] = field(default_factory=dict)
+    commitments: list[tuple[Any, ...]] = field(default_factory=list)
+    prices: list[tuple[Any, ...]] = field(default_factory=list)
+    withdrawals: list[tuple[datetime, str, str]] = field(default_factory=list)
+    closes: list[dict[str, Any]] = field(default_factory=list)
+    applied: int = 0
+
+    def apply(self, event: CampaignEvent) -> bool:
+        """Fold one event; False for one already folded (or one before its campaign opened)."""
+        row = self.campaigns.get(event.campaign_id)
+        if event.type == "campaign.opened":
+            if row is not None:
+                return False
+            self._opened(event)
+        elif row is None or event.version <= row.values["version"]:
+            return False
+        elif event.type in ("commitment.placed", "commitment.withdrawn"):
+            self._committed(row, event)
+        elif event.type == "deadline.extended":
+            row.values["deadline"] = event.fields["deadline"]
+        elif event.type == "campaign.closed":
+            self._closed(row, event)
+        if row is not None:
+            row.values["version"] = event.version
+            row.values["updated_at"] = event.occurred_at
+        self.applied += 1
+        return True
+
+    def flush(self, cur: Cursor[Any]) -> None:
+        """Write the streamed rows (commitments, price points) held so far."""
+        _copy(cur, self.tables.commitments, COMMITMENT_COLUMNS, self.commitments)
+        _copy(cur, self.tables.prices, (), self.prices)
+        self.commitments.clear()
+        self.prices.clear()
+
+    def finish(self, cur: Cursor[Any]) -> None:
+        """Write everything still held: campaigns, sites, then withdrawals and closes."""
+        self.flush(cur)
+        rows = (
+            tuple(row.values[name] for name in CAMPAIGN_COLUMNS) for row in self.campaigns.values()
+        )
+        _copy(cur, self.tables.campaigns, CAMPAIGN_COLUMNS, rows)
+        sites = (
+            (campaign_id, site_id, quantity)
+            for (campaign_id, site_id), quantity in self.sites.items()
+        )
+        _copy(cur, self.tables.sites, (), sites)
+        # Withdrawals come before their campaign's close, so they go first here too.
+        statements = Statements(self.tables)  # the live projector's own updates
+        cur.executemany(statements.withdraw, self.withdrawals)
+        cur.executemany(statements.settle_commitments, self.closes)
+        self.campaigns.clear()
+        self.sites.clear()
+        self.withdrawals.clear()
+        self.closes.clear()
+
+    def _opened(self, event: CampaignEvent) -> None:
+        f = event.fields
+        floor = Decimal(f["floor_price"])
+        schedule = schedule_from_dict(f["pricing"], floor, quantum(f["currency"]))
+        price = schedule.price(1)
+        step = next_step(schedule, 0)
+        values = {
+            "campaign_id": event.campaign_id,
+            "version": event.version,
+            "title": f["title"],
+            "sku": f["sku"],
+            "supplier_id": f["supplier_id"],
+            "currency": f["currency"],
+            "status": "open",
+            "unit_price": price,
+            "committed_quantity": 0,
+            "filled_quantity": 0,
+            "buyers": 0,
+            "next_unit_price": step[0] if step else None,
+            "units_to_next_price": step[1] if step else None,
+            "minimum_quantity": f["minimum_quantity"],
+            "maximum_quantity": f["maximum_quantity"],
+            "floor_price": floor,
+            "pricing": Jsonb(f["pricing"]),
+            "deadline": f["deadline"],
+            "opened_at": event.occurred_at,
+            "closed_at": None,
+            "close_reason": None,
+            "updated_at": event.occurred_at,
+        }
+        self.campaigns[event.campaign_id] = CampaignRow(values, schedule)
+        self.prices.append((event.campaign_id, event.version, event.occurred_at, price, 0))
+
+    def _committed(self, row: CampaignRow, event: CampaignEvent) -> None:
+        f, values = event.fields, row.values
+        price = Decimal(f["unit_price"])
+        step = next_step(row.schedule, f["filled_quantity"])
+        if price != values["unit_price"]:
+            self.prices.append(
+                (
+                    event.campaign_id,
+                    event.version,
+                    event.occurred_at,
+                    price,
+                    f["committed_quantity"],
+                )
+            )
+        values["unit_price"] = price
+        values["committed_quantity"] = f["committed_quantity"]
+        values["filled_quantity"] = f["filled_quantity"]
+        values["buyers"] = f["buyers"]
+        values["next_unit_price"] = step[0] if step else None
+        values["units_to_next_price"] = step[1] if step else None
+        site = (event.campaign_id, f["site_id"])
+        if event.type == "commitment.withdrawn":
+            self.sites[site] = self.sites.get(site, 0) - f["quantity"]
+            self.withdrawals.append((event.occurred_at, event.campaign_id, f["order_id"]))
+            return
+        self.sites[site] = self.sites.get(site, 0) + f["quantity"]
+        self.commitments.append(
+            (
+                event.campaign_id,
+                f["order_id"],
+                f["site_id"],
+                f["buyer_id"],
+                f["quantity"],
+                f["max_unit_price"],
+                "committed",
+                event.occurred_at,
+                event.occurred_at,
+            )
+        )
+
+    def _closed(self, row: CampaignRow, event: CampaignEvent) -> None:
+        f, values = event.fields, row.values
+        price = Decimal(f["unit_price"])
+        if price != values["unit_price"]:
+            self.prices.append(
+                (event.campaign_id, event.version, event.occurred_at, price, f["filled_quantity"])
+            )
+        values.update(
+            status=f["outcome"],
+            unit_price=price,
+            filled_quantity=f["filled_quantity"],
+            next_unit_price=None,
+            units_to_next_price=None,
+            closed_at=f["closed_at"],
+            close_reason=f["reason"],
+        )
+        succeeded = f["outcome"] == "succeeded"
+        self.closes.append(
+            {"campaign_id": event.campaign_id, "succeeded": succeeded, "price": price}
+        )
+
+
+def _copy(cur: Cursor[Any], table: Identifier, columns: tuple[str, ...], rows: Any) -> None:
+    names = SQL("({})").format(SQL(", ").join(map(Identifier, columns))) if columns else SQL("")
+    with cur.copy(SQL("COPY {} {} FROM STDIN").format(table, names)) as copy:
+        for row in rows:
+            copy.write_row(row)
