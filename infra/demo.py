@@ -64,8 +64,8 @@ def run_demo(settings: Settings, arguments: argparse.Namespace) -> int:
     topics = Topics(settings.topic_prefix)
     campaign_id = f"demo-{uuid.uuid4().hex[:8]}"
     supplier_topic = topics.settlements(demo_sites.SUPPLIER_ID)
-    _prepare_topics(settings, topics, supplier_topic)
     read_models(settings).close()  # says which address when PostgreSQL is unreachable
+    _prepare_topics(settings, topics, supplier_topic)
     log = Path(tempfile.gettempdir()) / f"groupbuy-{campaign_id}.log"
     console.print(f"starting every service: groupbuy run (log: {log})")
     try:
