@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Starts the local Kafka and PostgreSQL unless GROUPBUY_* variables point at running ones.
 UP = eval "$$($(BIN)/python -m infra.local up)"
 
-.PHONY: install up down status lint test test-unit bench clean
+.PHONY: install up down status demo lint test test-unit bench clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ down:
 
 status:
 	@$(BIN)/python -m infra.local status
+
+# The whole system on local services with three simulated sites, about a minute;
+# e.g. `make demo DEMO_ARGS="--speed 5 --orders 1000"` runs it bigger and faster.
+DEMO_ARGS ?=
+demo: install
+	@$(UP) && $(BIN)/groupbuy demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

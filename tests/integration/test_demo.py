@@ -1,0 +1,134 @@
+"""`groupbuy demo` runs to the end, and its purchase order is what the orders it sent add up to."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from infra.settings import Settings
+from infra.topics import Topics
+from tests.support.pipeline import GROUPBUY
+
+
+def everything(settings: Settings, topic: str) -> list[Any]:
+    """Every committed record of `topic` up to its end as it is now."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        isolation_level="read_committed",
+    )
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(partitions)
+    records: list[Any] = []
+    deadline = time.monotonic() + 30
+    try:
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def messages(settings: Settings, topic: str, campaign_id: str) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in (json.loads(r.value) for r in everything(settings, topic))
+        if m.get("campaign_id") == campaign_id
+    ]
+
+
+def clearing(
+    tiers: list[dict[str, Any]], floor: Decimal, commitments: list[tuple[int, Decimal | None]]
+) -> tuple[Decimal, int]:
+    """SPEC's rule, literally: the lowest tier price whose willing quantity reaches its tier."""
+
+    def willing(price: Decimal) -> int:
+        return sum(q for q, limit in commitments if limit is None or limit >= price)
+
+    reachable = [
+        max(Decimal(t["unit_price"]), floor)
+        for t in tiers
+        if willing(max(Decimal(t["unit_price"]), floor)) >= t["min_quantity"]
+    ]
+    price = min(reachable)
+    return price, willing(price)
+
+
+def test_the_demo_ends_with_a_purchase_order_matching_the_orders_its_sites_sent(
+    settings: Settings,
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    demo = subprocess.run(
+        [GROUPBUY, "demo", "--speed", "10", "--orders", "60", "--seed", "5", "--json"],
+        env=os.environ | settings.as_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stderr
+    printed = json.loads(demo.stdout.splitlines()[-1])["purchase_order"]
+    campaign_id = printed["campaign_id"]
+
+    # What the sites sent, what groupbuy answered, and the campaign as opened: all from Kafka.
+    sent = [json.loads(r.value) for r in everything(settings, topics.orders) if _json(r.value)]
+    placed = {
+        m["order_id"]: m
+        for m in sent
+        if m["type"] == "order.placed"
+        and m["campaign_id"] == campaign_id
+        and isinstance(m["quantity"], int)
+    }
+    results = messages(settings, topics.order_results, campaign_id)
+    accepted = {r["order_id"] for r in results if r["type"] == "order.accepted"}
+    withdrawn = {r["order_id"] for r in results if r["type"] == "order.cancelled"}
+    opened, *_ = [  # a redelivered copy is the same event
+        e
+        for e in messages(settings, topics.campaign_events, campaign_id)
+        if e["type"] == "campaign.opened"
+    ]
+    standing = [placed[order_id] for order_id in sorted(accepted - withdrawn)]
+    limits = [Decimal(m["max_unit_price"]) if "max_unit_price" in m else None for m in standing]
+    commitments = [(m["quantity"], limit) for m, limit in zip(standing, limits, strict=True)]
+    tiers = opened["pricing"]["tiers"]
+    price, quantity = clearing(tiers, Decimal(opened["floor_price"]), commitments)
+    lines: Counter[str] = Counter()
+    for m, limit in zip(standing, limits, strict=True):
+        if limit is None or limit >= price:
+            lines[m["site_id"]] += m["quantity"]
+
+    assert printed["type"] == "purchase_order.issued"
+    assert (printed["quantity"], Decimal(printed["unit_price"])) == (quantity, price)
+    assert Decimal(printed["total"]) == price * quantity
+    assert printed["lines"] == [{"site_id": s, "quantity": q} for s, q in sorted(lines.items())]
+    # The demo shows what it promises: the price fell through the tiers, some orders were
+    # conditional, some cancelled, some rejected and some sent to the DLQ.
+    assert price <= Decimal(tiers[2]["unit_price"])
+    assert any(limit is not None and limit < price for limit in limits)
+    assert withdrawn
+    assert any(r["type"] == "order.rejected" for r in results)
+    assert any(r.key == campaign_id.encode() for r in everything(settings, topics.orders_dlq))
+    (supplier_order,) = messages(settings, topics.settlements("acme"), campaign_id)
+    assert supplier_order == printed
+    settlements = messages(settings, topics.buyer_settlements, campaign_id)
+    assert len(settlements) == len(standing)
+    assert sum(Decimal(s["amount"]) for s in settlements) == Decimal(printed["total"])
+
+
+def _json(value: bytes) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
