@@ -12,7 +12,7 @@ from importlib.metadata import version
 
 import psycopg
 
-from infra import campaign_cli
+from infra import analyst_cli, campaign_cli
 from infra.campaign_cli import CommandError
 from infra.clock import run_clock
 from infra.ingest_service import run_ingest
@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
             run=lambda settings, _, service=service: run_service(service, settings)
         )
     campaign_cli.add_commands(commands)
+    analyst_cli.add_commands(commands)
     return root
 
 
