@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("domain", "projections", "consumers")
+LAYERS = ("domain", "projections", "analysis", "consumers")
 
 # The domain may use the library's aggregates and applications, and name a few of its
 # persistence types (a Kafka position, a version clash) without touching any database.
@@ -19,9 +19,11 @@ DOMAIN_PERSISTENCE_NAMES = {"Tracking", "IntegrityError", "ProcessRecorder", "Re
 
 # Who may not import whom: arrows point one way (STYLE.md, "Layout").
 FORBIDDEN = {
-    "domain": {"projections", "consumers", "infra"},
-    "projections": {"consumers", "infra"},
-    "consumers": {"infra"},
+    "domain": {"projections", "analysis", "consumers", "infra"},
+    "projections": {"analysis", "consumers", "infra"},
+    # Analyst reports are pure: the CLI in infra reads the store and prints them.
+    "analysis": {"consumers", "infra"},
+    "consumers": {"analysis", "infra"},
 }
 
 
