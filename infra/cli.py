@@ -13,7 +13,7 @@ from importlib.metadata import version
 import psycopg
 from eventsourcing.persistence import OperationalError
 
-from infra import analyst_cli, campaign_cli, demo
+from infra import analyst_cli, campaign_cli, demo, replay_cli
 from infra.clock import run_clock
 from infra.commands import (
     EXIT_CODES,
@@ -71,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
             run=lambda settings, _, service=service: run_service(service, settings)
         )
     campaign_cli.add_commands(commands)
+    replay_cli.add_command(commands)
     analyst_cli.add_commands(commands)
     demo.add_command(commands)
     return root

@@ -14,10 +14,12 @@ INVALID = 1  # bad input: a file, a field, a time
 UNREACHABLE = 3  # a service (PostgreSQL, Kafka) did not answer
 NOT_FOUND = 4  # no such campaign
 REFUSED = 5  # the campaign's state forbids it: closed, or already open differently
+DIFFERENT = 6  # `groupbuy replay --verify` found rebuilt and live read models differ
 
 EXIT_CODES = (
     f"exit codes: 0 done, {INVALID} bad input, 2 bad usage, {UNREACHABLE} a service "
-    f"unreachable, {NOT_FOUND} no such campaign, {REFUSED} refused by the campaign's state"
+    f"unreachable, {NOT_FOUND} no such campaign, {REFUSED} refused by the campaign's state, "
+    f"{DIFFERENT} read models differ (replay --verify)"
 )
 
 

@@ -42,7 +42,7 @@ PAGE = 10_000  # events fetched from PostgreSQL at a time
 TABLES = ("campaigns", "campaign_sites", "price_history", "commitments", "positions")
 COMPARED = ("campaigns", "campaign_sites", "price_history", "commitments")
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (events read so far, events to read)
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Rebuilt:
     applied: int = 0  # changed the read models (the rest were duplicates)
     last_notification_id: int = 0  # from the event store
     positions: dict[str, int] = field(default_factory=dict)  # from Kafka
+    unreadable: int = 0  # Kafka messages that were not campaign events
 
 
 class StoredEvents:
@@ -151,6 +152,7 @@ def rebuild_from_store(
     events = StoredEvents(app)
     rebuilt = Rebuilt(tables, "store", last_notification_id=events.last_notification_id())
     build = ReadModelBuild(tables)
+    total = rebuilt.last_notification_id  # ids have gaps only where a transaction failed
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(tables.create_statement())
         for event in events.read(0, rebuilt.last_notification_id):
@@ -158,9 +160,9 @@ def rebuild_from_store(
             build.apply(event)
             if rebuilt.events % FLUSH_ROWS == 0:
                 build.flush(cur)
-                progress(FLUSH_ROWS)
+                progress(rebuilt.events, total)
         build.finish(cur)
-    progress(rebuilt.events % FLUSH_ROWS)
+    progress(rebuilt.events, rebuilt.events)
     rebuilt.applied = build.applied
     return rebuilt
 
@@ -183,10 +185,15 @@ def rebuild_from_kafka(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            raise LookupError(f"Kafka has no topic {topic!r}")
+        partitions = [TopicPartition(topic, p) for p in known]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = {p: end for p, end in consumer.end_offsets(partitions).items() if end > 0}
+        starts = consumer.beginning_offsets(list(ends))
+        total = sum(end - starts[p] for p, end in ends.items())
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(tables.create_statement())
             while any(consumer.position(p) < end for p, end in ends.items()):
@@ -196,10 +203,15 @@ def rebuild_from_kafka(
                     for record in records:
                         if record.offset >= ends.get(partition, 0):
                             continue  # written after the rebuild started: the projector's
-                        build.apply(decode(record.value))
                         rebuilt.positions[name] = record.offset
                         rebuilt.events += 1
-                    progress(len(records))
+                        try:
+                            event = decode(record.value)
+                        except (ValueError, KeyError, TypeError):
+                            rebuilt.unreadable += 1  # as the projector does: skipped, counted
+                            continue
+                        build.apply(event)
+                progress(rebuilt.events, total)
                 build.flush(cur)
             build.finish(cur)
             positions = PositionTable(tables.positions)
@@ -316,7 +328,7 @@ def _row(row: tuple[Any, ...]) -> str:
 
 def replay_into(app: GroupBuying, conn: psycopg.Connection[Any], tables: ReadModelTables) -> int:
     """Rebuild `tables` from the event store; the number of events that changed them."""
-    return rebuild_from_store(app, conn, tables, lambda _: None).applied
+    return rebuild_from_store(app, conn, tables, lambda *_: None).applied
 
 
 def table_rows(conn: psycopg.Connection[Any], tables: ReadModelTables) -> dict[str, list[Any]]:

@@ -62,7 +62,12 @@ def pg_schema(database_url: str, unique: str) -> Iterator[str]:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     yield schema
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        # With it go the schemas `groupbuy replay` made beside it (rebuilt and retired sets).
+        beside = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (f"{schema}_",)
+        ).fetchall()
+        for name in [schema, *(row[0] for row in beside)]:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
 SERVICE_VERSIONS = pytest.StashKey[dict[str, str]]()

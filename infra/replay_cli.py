@@ -1,0 +1,150 @@
+"""`groupbuy replay`: every read model rebuilt from zero, beside the live ones (blue/green)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from infra.app import open_app
+from infra.commands import (
+    DIFFERENT,
+    EXIT_CODES,
+    INVALID,
+    CommandError,
+    connect_postgres,
+    require_kafka,
+)
+from infra.replay import (
+    Rebuilt,
+    compare,
+    fresh_tables,
+    rebuild_from_kafka,
+    rebuild_from_store,
+    swap,
+)
+from infra.settings import Settings
+from infra.topics import Topics
+from projections.read_models import ReadModelTables
+
+SHOWN_DIFFERENCES = 50
+
+
+def add_command(commands: Any) -> None:
+    summary = "rebuild every read model from zero into a fresh schema, beside the live ones"
+    replay = commands.add_parser(
+        "replay",
+        help=summary,
+        description=f"{summary.capitalize()}. The services can keep running.",
+        epilog=EXIT_CODES,
+    )
+    replay.add_argument(
+        "--source",
+        choices=["store", "kafka"],
+        default="store",
+        help="the PostgreSQL event store (default) or the campaign-events topic",
+    )
+    replay.add_argument(
+        "--verify", action="store_true", help="compare with the live read models, list differences"
+    )
+    replay.add_argument(
+        "--swap",
+        action="store_true",
+        help="make the rebuilt set the live one; the old one is kept in a schema of its own",
+    )
+    replay.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    replay.set_defaults(run=run_replay)
+
+
+def run_replay(settings: Settings, arguments: argparse.Namespace) -> int:
+    live = ReadModelTables(settings.database_schema)
+    console = Console(stderr=True)
+    if arguments.source == "kafka":
+        require_kafka(settings)
+    with connect_postgres(settings, autocommit=True) as conn:
+        app = open_app(settings)
+        try:
+            tables = fresh_tables(conn, live)
+            with Progress(
+                TextColumn(f"replaying from {arguments.source}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=arguments.json,
+            ) as bar:
+                task = bar.add_task("replay", total=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                rebuilt = _rebuild(settings, arguments.source, app, conn, tables, progress)
+            outcome: dict[str, Any] = {
+                "source": rebuilt.source,
+                "events": rebuilt.events,
+                "applied": rebuilt.applied,
+                "schema": tables.schema,
+            }
+            if rebuilt.unreadable:
+                outcome["unreadable"] = rebuilt.unreadable
+            if arguments.verify:
+                comparison = compare(conn, live, tables)
+                outcome |= {
+                    "campaigns_compared": comparison.compared,
+                    "campaigns_skipped": comparison.skipped,
+                    "differences": comparison.differences,
+                }
+            if arguments.swap:
+                retired, caught_up = swap(conn, app, live, rebuilt)
+                outcome |= {"swapped": True, "caught_up": caught_up, "retired_schema": retired}
+        finally:
+            app.close()
+    _report(console, outcome, arguments.json)
+    return DIFFERENT if outcome.get("differences") else 0
+
+
+def _rebuild(
+    settings: Settings, source: str, app: Any, conn: Any, tables: ReadModelTables, progress: Any
+) -> Rebuilt:
+    if source == "store":
+        return rebuild_from_store(app, conn, tables, progress)
+    topic = Topics(settings.topic_prefix).campaign_events
+    try:
+        return rebuild_from_kafka(settings, topic, conn, tables, progress)
+    except LookupError as error:
+        raise CommandError(f"{error}: is GROUPBUY_TOPIC_PREFIX right?", INVALID) from None
+
+
+def _report(console: Console, outcome: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome))
+        return
+    print(
+        f"replayed {outcome['events']:,} events from the {outcome['source']} "
+        f"({outcome['applied']:,} applied) into schema {outcome['schema']}"
+    )
+    if "differences" in outcome:
+        differences, skipped = outcome["differences"], outcome["campaigns_skipped"]
+        print(
+            f"verified {outcome['campaigns_compared']} campaigns: {len(differences)} differences"
+            + (
+                f", {len(skipped)} skipped (live and rebuilt at different versions)"
+                if skipped
+                else ""
+            )
+        )
+        for line in [*skipped, *differences][:SHOWN_DIFFERENCES]:
+            print(f"  {line}")
+    if outcome.get("swapped"):
+        print(
+            f"swapped: the rebuilt read models are live ({outcome['caught_up']} events caught up); "
+            f"the previous ones are in schema {outcome['retired_schema']}"
+        )
+    else:
+        console.print(
+            f"the live read models are unchanged; --swap puts the rebuilt ones in their place "
+            f"(or DROP SCHEMA {outcome['schema']} CASCADE)"
+        )
