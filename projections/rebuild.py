@@ -119,9 +119,7 @@ class ReadModelBuild:
     def finish(self, cur: Cursor[Any]) -> None:
         """Write everything still held: campaigns, sites, then withdrawals and closes."""
         self.flush(cur)
-        rows = (
-            tuple(row.values[name] for name in CAMPAIGN_COLUMNS) for row in self.campaigns.values()
-        )
+        rows = (_with_next_step(row) for row in self.campaigns.values())
         _copy(cur, self.tables.campaigns, CAMPAIGN_COLUMNS, rows)
         sites = (
             (campaign_id, site_id, quantity)
@@ -173,7 +171,6 @@ class ReadModelBuild:
     def _committed(self, row: CampaignRow, event: CampaignEvent) -> None:
         f, values = event.fields, row.values
         price = Decimal(f["unit_price"])
-        step = next_step(row.schedule, f["filled_quantity"])
         if price != values["unit_price"]:
             self.prices.append(
                 (
@@ -188,8 +185,6 @@ class ReadModelBuild:
         values["committed_quantity"] = f["committed_quantity"]
         values["filled_quantity"] = f["filled_quantity"]
         values["buyers"] = f["buyers"]
-        values["next_unit_price"] = step[0] if step else None
-        values["units_to_next_price"] = step[1] if step else None
         site = (event.campaign_id, f["site_id"])
         if event.type == "commitment.withdrawn":
             self.sites[site] = self.sites.get(site, 0) - f["quantity"]
@@ -237,3 +232,13 @@ def _copy(cur: Cursor[Any], table: Identifier, columns: tuple[str, ...], rows: A
     with cur.copy(SQL("COPY {} {} FROM STDIN").format(table, names)) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def _with_next_step(row: CampaignRow) -> tuple[Any, ...]:
+    """The row's values; the next price is worked out once, for the last filled quantity."""
+    values = row.values
+    if values["status"] == "open":
+        step = next_step(row.schedule, values["filled_quantity"])
+        values["next_unit_price"] = step[0] if step else None
+        values["units_to_next_price"] = step[1] if step else None
+    return tuple(values[name] for name in CAMPAIGN_COLUMNS)
