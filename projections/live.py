@@ -8,13 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier, Placeholder
 from psycopg.types.json import Jsonb
 
 from domain.money import quantum
 from domain.pricing import PriceSchedule, schedule_from_dict
 from projections.next_price import next_step
-from projections.read_models import ReadModelTables
+from projections.read_models import CAMPAIGN_COLUMNS, ReadModelTables
 from projections.wire import CampaignEvent
 
 log = logging.getLogger(__name__)
@@ -70,33 +70,10 @@ class LiveProjection:
         return self.seen[campaign_id]
 
     def _opened(self, cur: Cursor[Any], event: CampaignEvent) -> None:
-        f = event.fields
-        floor = Decimal(f["floor_price"])
-        schedule = schedule_from_dict(f["pricing"], floor, quantum(f["currency"]))
-        price = schedule.price(1)
-        step = next_step(schedule, 0)
-        cur.execute(
-            self.sql.insert_campaign,
-            {
-                "campaign_id": event.campaign_id,
-                "version": event.version,
-                "title": f["title"],
-                "sku": f["sku"],
-                "supplier_id": f["supplier_id"],
-                "currency": f["currency"],
-                "unit_price": price,
-                "next_unit_price": step[0] if step else None,
-                "units_to_next_price": step[1] if step else None,
-                "minimum_quantity": f["minimum_quantity"],
-                "maximum_quantity": f["maximum_quantity"],
-                "floor_price": floor,
-                "pricing": Jsonb(f["pricing"]),
-                "deadline": f["deadline"],
-                "at": event.occurred_at,
-            },
-        )
-        self._price_seen(cur, event, price, 0)
-        self.seen[event.campaign_id] = Seen(event.version, schedule, price)
+        row, schedule = opened_row(event)
+        cur.execute(self.sql.insert_campaign, row)
+        self._price_seen(cur, event, row["unit_price"], 0)
+        self.seen[event.campaign_id] = Seen(event.version, schedule, row["unit_price"])
 
     def _committed(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
         f = event.fields
@@ -183,6 +160,39 @@ class LiveProjection:
         )
 
 
+def opened_row(event: CampaignEvent) -> tuple[dict[str, Any], PriceSchedule]:
+    """A just-opened campaign's row, a value for every column, and its price schedule."""
+    f = event.fields
+    floor = Decimal(f["floor_price"])
+    schedule = schedule_from_dict(f["pricing"], floor, quantum(f["currency"]))
+    step = next_step(schedule, 0)
+    row = {
+        "campaign_id": event.campaign_id,
+        "version": event.version,
+        "title": f["title"],
+        "sku": f["sku"],
+        "supplier_id": f["supplier_id"],
+        "currency": f["currency"],
+        "status": "open",
+        "unit_price": schedule.price(1),
+        "committed_quantity": 0,
+        "filled_quantity": 0,
+        "buyers": 0,
+        "next_unit_price": step[0] if step else None,
+        "units_to_next_price": step[1] if step else None,
+        "minimum_quantity": f["minimum_quantity"],
+        "maximum_quantity": f["maximum_quantity"],
+        "floor_price": floor,
+        "pricing": Jsonb(f["pricing"]),
+        "deadline": f["deadline"],
+        "opened_at": event.occurred_at,
+        "closed_at": None,
+        "close_reason": None,
+        "updated_at": event.occurred_at,
+    }
+    return row, schedule
+
+
 HANDLERS = {
     "commitment.placed": LiveProjection._committed,
     "commitment.withdrawn": LiveProjection._committed,
@@ -199,15 +209,11 @@ class Statements:
             "SELECT version, pricing, floor_price, currency, unit_price FROM {} "
             "WHERE campaign_id = %s"
         ).format(t.campaigns)
-        self.insert_campaign = SQL(
-            "INSERT INTO {} (campaign_id, version, title, sku, supplier_id, currency, status, "
-            "unit_price, committed_quantity, filled_quantity, buyers, next_unit_price, "
-            "units_to_next_price, minimum_quantity, maximum_quantity, floor_price, pricing, "
-            "deadline, opened_at, updated_at) VALUES (%(campaign_id)s, %(version)s, %(title)s, "
-            "%(sku)s, %(supplier_id)s, %(currency)s, 'open', %(unit_price)s, 0, 0, 0, "
-            "%(next_unit_price)s, %(units_to_next_price)s, %(minimum_quantity)s, "
-            "%(maximum_quantity)s, %(floor_price)s, %(pricing)s, %(deadline)s, %(at)s, %(at)s)"
-        ).format(t.campaigns)
+        self.insert_campaign = SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            t.campaigns,
+            SQL(", ").join(map(Identifier, CAMPAIGN_COLUMNS)),
+            SQL(", ").join(map(Placeholder, CAMPAIGN_COLUMNS)),
+        )
         self.update_live = SQL(
             "UPDATE {} SET version = %(version)s, unit_price = %(unit_price)s, "
             "committed_quantity = %(committed_quantity)s, filled_quantity = %(filled_quantity)s, "

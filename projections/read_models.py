@@ -66,6 +66,33 @@ CREATE TABLE IF NOT EXISTS {positions} (
 """
 
 
+# The campaigns table's columns, in their order.
+CAMPAIGN_COLUMNS = (
+    "campaign_id",
+    "version",
+    "title",
+    "sku",
+    "supplier_id",
+    "currency",
+    "status",
+    "unit_price",
+    "committed_quantity",
+    "filled_quantity",
+    "buyers",
+    "next_unit_price",
+    "units_to_next_price",
+    "minimum_quantity",
+    "maximum_quantity",
+    "floor_price",
+    "pricing",
+    "deadline",
+    "opened_at",
+    "closed_at",
+    "close_reason",
+    "updated_at",
+)
+
+
 @dataclass(frozen=True)
 class ReadModelTables:
     """Where one set of read models lives: a schema and a name prefix (for rebuilds)."""

@@ -19,41 +19,15 @@ from typing import Any
 
 from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
-from psycopg.types.json import Jsonb
 
-from domain.money import quantum
-from domain.pricing import PriceSchedule, schedule_from_dict
-from projections.live import Statements
+from domain.pricing import PriceSchedule
+from projections.live import Statements, opened_row
 from projections.next_price import next_step
-from projections.read_models import ReadModelTables
+from projections.read_models import CAMPAIGN_COLUMNS, ReadModelTables
 from projections.wire import CampaignEvent
 
 FLUSH_ROWS = 20_000  # streamed rows held before a COPY
 
-CAMPAIGN_COLUMNS = (
-    "campaign_id",
-    "version",
-    "title",
-    "sku",
-    "supplier_id",
-    "currency",
-    "status",
-    "unit_price",
-    "committed_quantity",
-    "filled_quantity",
-    "buyers",
-    "next_unit_price",
-    "units_to_next_price",
-    "minimum_quantity",
-    "maximum_quantity",
-    "floor_price",
-    "pricing",
-    "deadline",
-    "opened_at",
-    "closed_at",
-    "close_reason",
-    "updated_at",
-)
 COMMITMENT_COLUMNS = (
     "campaign_id",
     "order_id",
@@ -136,36 +110,9 @@ class ReadModelBuild:
         self.closes.clear()
 
     def _opened(self, event: CampaignEvent) -> None:
-        f = event.fields
-        floor = Decimal(f["floor_price"])
-        schedule = schedule_from_dict(f["pricing"], floor, quantum(f["currency"]))
-        price = schedule.price(1)
-        step = next_step(schedule, 0)
-        values = {
-            "campaign_id": event.campaign_id,
-            "version": event.version,
-            "title": f["title"],
-            "sku": f["sku"],
-            "supplier_id": f["supplier_id"],
-            "currency": f["currency"],
-            "status": "open",
-            "unit_price": price,
-            "committed_quantity": 0,
-            "filled_quantity": 0,
-            "buyers": 0,
-            "next_unit_price": step[0] if step else None,
-            "units_to_next_price": step[1] if step else None,
-            "minimum_quantity": f["minimum_quantity"],
-            "maximum_quantity": f["maximum_quantity"],
-            "floor_price": floor,
-            "pricing": Jsonb(f["pricing"]),
-            "deadline": f["deadline"],
-            "opened_at": event.occurred_at,
-            "closed_at": None,
-            "close_reason": None,
-            "updated_at": event.occurred_at,
-        }
+        values, schedule = opened_row(event)
         self.campaigns[event.campaign_id] = CampaignRow(values, schedule)
+        price = values["unit_price"]
         self.prices.append((event.campaign_id, event.version, event.occurred_at, price, 0))
 
     def _committed(self, row: CampaignRow, event: CampaignEvent) -> None:
