@@ -21,7 +21,7 @@ from analysis.whatif import CHANGEABLE, Comparison, compare
 from domain.errors import DefinitionError
 from infra import export
 from infra.analyst_store import campaign_events, event_store, instant_argument
-from infra.commands import CommandError
+from infra.commands import EXIT_CODES, CommandError
 from infra.settings import Settings
 
 WHATIF_FILE_HELP = f"""\
@@ -42,6 +42,7 @@ rejected (a higher cap may accept them); the domain's own rules decide each one.
 def add_commands(commands: Any) -> None:
     history = commands.add_parser(
         "history",
+        epilog=EXIT_CODES,
         help="a campaign as it stood at an instant, from its events",
         description="The campaign as it stood at instant T: every event up to T, replayed.",
     )
@@ -54,7 +55,7 @@ def add_commands(commands: Any) -> None:
         help="replay a campaign's real orders under another price schedule",
         description="Replays the campaign's real orders and cancellations, at their real "
         "times, under another definition, and prints both outcomes side by side.",
-        epilog=WHATIF_FILE_HELP,
+        epilog=f"{WHATIF_FILE_HELP}\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     whatif.add_argument("campaign_id")
@@ -63,6 +64,7 @@ def add_commands(commands: Any) -> None:
     whatif.set_defaults(run=show_whatif)
     demand = commands.add_parser(
         "demand",
+        epilog=EXIT_CODES,
         help="the demand curve: units committed at each maximum price",
         description="Units committed (and not withdrawn) at each maximum unit price, and how "
         "many units would be bought at that price or more.",

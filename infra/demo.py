@@ -27,7 +27,7 @@ from rich.live import Live
 from infra import demo_sites, demo_view, kafka_clients
 from infra.app import open_app
 from infra.campaign_cli import read_models
-from infra.commands import UNREACHABLE, CommandError, require_kafka
+from infra.commands import EXIT_CODES, UNREACHABLE, CommandError, require_kafka
 from infra.demo_sites import Planned, Sites
 from infra.demo_view import Progress
 from infra.settings import Settings
@@ -44,7 +44,7 @@ RUN = "import sys; from infra.cli import main; sys.exit(main(['run']))"
 
 def add_command(commands: Any) -> None:
     summary = "the whole system with three simulated sites: live price, deadline, purchase order"
-    demo = commands.add_parser("demo", help=summary, description=summary)
+    demo = commands.add_parser("demo", help=summary, description=summary, epilog=EXIT_CODES)
     demo.add_argument(
         "--speed", type=_positive(float), default=1.0, help="time compression (default 1: ~1 min)"
     )

@@ -16,7 +16,7 @@ from analysis.flatten import COLUMNS, Column, flatten
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from infra.analyst_store import campaign_events, event_store, instant_argument
-from infra.commands import CommandError
+from infra.commands import EXIT_CODES, CommandError
 from infra.settings import Settings
 from projections.wire import rfc3339
 
@@ -27,6 +27,7 @@ ROW_GROUP = 100_000  # rows per Parquet row group: large enough to scan fast, sm
 def add_command(commands: Any) -> None:
     command = commands.add_parser(
         "export",
+        epilog=EXIT_CODES,
         help="every stored event as a flat row, to CSV or Parquet",
         description="Every stored event, one row each: notification_id, campaign_id, "
         "originator_id, version, type, timestamp, then the union of the events' fields "

@@ -270,7 +270,8 @@ def test_a_service_names_an_unreachable_database(settings: Settings) -> None:
 @pytest.mark.parametrize(
     "command",
     [[], ["campaign"], ["campaign", "open"], ["campaign", "extend"], ["campaign", "cancel"]]
-    + [[name] for name in ("ingest", "relay", "project", "clock", "settle", "run")],
+    + [[name] for name in ("ingest", "relay", "project", "clock", "settle", "run", "replay")]
+    + [[name] for name in ("history", "whatif", "demand", "export", "demo")],
     ids=lambda command: " ".join(command) or "groupbuy",
 )
 def test_every_command_has_help_with_the_exit_codes(command: list[str]) -> None:
