@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -15,11 +16,13 @@ from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL
 
 from consumers.projector import GENERATION, ProjectorSink
+from domain.campaign import Campaign
+from domain.outcomes import Order
 from infra.app import open_app
 from infra.ingest_service import run_ingest
 from infra.project_service import run_project
 from infra.relay_service import run_relay
-from infra.replay import table_rows
+from infra.replay import StoredEvents, table_rows
 from infra.settings import Settings
 from infra.topics import Topics
 from projections.read_models import ReadModelTables
@@ -196,3 +199,28 @@ def test_a_projector_fails_its_next_save_after_a_swap_until_it_rereads(settings:
         sink.process([], {})
     finally:
         sink.close()
+
+
+def test_a_stored_event_the_fast_reader_cannot_take_is_read_by_the_library_alike(
+    settings: Settings, unique: str
+) -> None:
+    campaign_id = f"fallback-{unique}"
+    order = Order("site-a:1", "site-a", "b-1", 2, Decimal("9.00"))
+    app = open_app(settings)
+    try:
+        app.open_campaign(campaign(campaign_id), datetime.now(UTC))
+        app.place_order(campaign_id, order, datetime.now(UTC))
+        stored = app.recorder.select_events(Campaign.create_id(campaign_id))[-1]
+        events = StoredEvents(app)
+        events.know([campaign_id])
+        where = (stored.originator_id, stored.originator_version, stored.topic)
+        marked = json.loads(stored.state) | {"class_version": 2}  # as if from a later class
+
+        fast = events.event(*where, stored.state)
+        library = events.event(*where, json.dumps(marked).encode())
+    finally:
+        app.close()
+
+    assert fast.type == "commitment.placed"
+    assert fast.fields["max_unit_price"] == "9.00"
+    assert library == fast
