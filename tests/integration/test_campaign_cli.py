@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -17,17 +15,7 @@ from infra.replay import replay_into
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
 from tests.integration.test_ingest import campaign
-from tests.support.pipeline import GROUPBUY
-
-
-def groupbuy(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GROUPBUY, *arguments],
-        env=os.environ | settings.as_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.pipeline import groupbuy
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,20 +18,7 @@ from infra.relay_service import run_relay
 from infra.settings import Settings
 from tests.integration.test_ingest import campaign
 from tests.support.kafka_io import wait_for
-from tests.support.pipeline import GROUPBUY, running
-
-
-def groupbuy(
-    settings: Settings, *arguments: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GROUPBUY, *arguments],
-        env=os.environ | settings.as_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.pipeline import GROUPBUY, groupbuy, running
 
 
 def stored(settings: Settings, campaign_id: str) -> Campaign:

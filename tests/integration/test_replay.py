@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,17 +33,7 @@ from tests.integration.test_projector import (
     stored_version,
 )
 from tests.support.kafka_io import publish, read_until, wait_for
-from tests.support.pipeline import GROUPBUY, running
-
-
-def groupbuy(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GROUPBUY, *arguments],
-        env=os.environ | settings.as_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.support.pipeline import groupbuy, running
 
 
 def replay(settings: Settings, *options: str) -> tuple[int, dict[str, Any]]:

@@ -41,6 +41,20 @@ def running(service: Service, settings: Settings) -> Iterator[threading.Event]:
     assert not failures, f"{service.__name__} failed: {failures[0]!r}"
 
 
+def groupbuy(
+    settings: Settings, *arguments: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`groupbuy ARGUMENTS` run against the test's own topics and schema, output captured."""
+    return subprocess.run(
+        [GROUPBUY, *arguments],
+        env=os.environ | settings.as_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def stacks() -> str:
     """Where every thread of this process is, to show why a service would not stop."""
     return "\n".join(
