@@ -13,15 +13,14 @@ from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.timefmt import parse_instant
 from infra.app import open_app
-from infra.campaign_cli import read_models
-from infra.commands import NOT_FOUND, UNREACHABLE, CommandError
+from infra.commands import NOT_FOUND, UNREACHABLE, CommandError, require_postgres
 from infra.settings import Settings
 
 
 @contextmanager
 def event_store(settings: Settings) -> Iterator[GroupBuying]:
     """The event store; an unreachable database is named (exit 3), not a traceback."""
-    read_models(settings).close()  # fails fast, with the address and no password
+    require_postgres(settings)  # fails fast, with the address and no password
     try:
         app = open_app(settings)
     except (OperationalError, InterfaceError) as error:

@@ -25,7 +25,15 @@ from domain.definition import CampaignDefinition
 from domain.errors import CampaignError, DefinitionError, UnknownCampaignError
 from domain.timefmt import format_instant, parse_instant
 from infra.app import open_app
-from infra.commands import EXIT_CODES, INVALID, NOT_FOUND, REFUSED, CommandError, connect_postgres
+from infra.commands import (
+    EXIT_CODES,
+    INVALID,
+    NOT_FOUND,
+    REFUSED,
+    CommandError,
+    connect_postgres,
+    require_postgres,
+)
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
@@ -117,7 +125,7 @@ def read_definition(file: str) -> CampaignDefinition:
 @contextmanager
 def domain_service(settings: Settings) -> Iterator[GroupBuying]:
     """The domain service on the event store; domain refusals become exit codes."""
-    read_models(settings).close()  # name an unreachable database before the library tries
+    require_postgres(settings)  # name an unreachable database before the library tries
     app = open_app(settings)
     try:
         yield app

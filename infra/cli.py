@@ -19,9 +19,9 @@ from infra.commands import (
     EXIT_CODES,
     UNREACHABLE,
     CommandError,
-    connect_postgres,
     postgres_address,
     require_kafka,
+    require_postgres,
 )
 from infra.ingest_service import run_ingest
 from infra.project_service import run_project
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_service(service: Service, settings: Settings) -> int:
     """Run one service until SIGINT or SIGTERM, then stop it cleanly."""
     require_kafka(settings)  # a missing service is named at once, not after a long retry
-    connect_postgres(settings).close()
+    require_postgres(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO narrates every connection
     stop = threading.Event()

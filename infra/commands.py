@@ -40,6 +40,11 @@ def connect_postgres(settings: Settings, **options: Any) -> psycopg.Connection[A
         raise unreachable("PostgreSQL", postgres_address(settings), reason) from None
 
 
+def require_postgres(settings: Settings) -> None:
+    """Raise, naming the address, unless the configured database accepts a connection."""
+    connect_postgres(settings).close()
+
+
 def require_kafka(settings: Settings) -> None:
     """Raise, naming the addresses tried, unless one bootstrap server accepts a connection."""
     servers = [server.strip() for server in settings.kafka_bootstrap.split(",")]

@@ -27,7 +27,7 @@ from rich.live import Live
 from infra import demo_sites, demo_view, kafka_clients
 from infra.app import open_app
 from infra.campaign_cli import read_models
-from infra.commands import EXIT_CODES, UNREACHABLE, CommandError, require_kafka
+from infra.commands import EXIT_CODES, UNREACHABLE, CommandError, require_kafka, require_postgres
 from infra.demo_sites import Planned, Sites
 from infra.demo_view import Progress
 from infra.settings import Settings
@@ -64,7 +64,7 @@ def run_demo(settings: Settings, arguments: argparse.Namespace) -> int:
     topics = Topics(settings.topic_prefix)
     campaign_id = f"demo-{uuid.uuid4().hex[:8]}"
     supplier_topic = topics.settlements(demo_sites.SUPPLIER_ID)
-    read_models(settings).close()  # says which address when PostgreSQL is unreachable
+    require_postgres(settings)  # says which address when PostgreSQL is unreachable
     _prepare_topics(settings, topics, supplier_topic)
     log = Path(tempfile.gettempdir()) / f"groupbuy-{campaign_id}.log"
     console.print(f"starting every service: groupbuy run (log: {log})")
