@@ -309,37 +309,39 @@ def swap(
         if present:
             tables = SQL(", ").join(live.table(name) for name in present)
             cur.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
-        caught_up = 0
-        positions = PositionTable(rebuilt.tables.positions)
-        generation = 0
+        stored = {}
         if "positions" in present:
             stored = dict(cur.execute(SQL("SELECT * FROM {}").format(live.positions)).fetchall())
-            generation = stored.pop(GENERATION, 0)
-            if rebuilt.source == "store":
-                for name, offset in stored.items():
-                    positions.start(cur, name, offset)
+        generation = stored.pop(GENERATION, 0)
+        positions = PositionTable(rebuilt.tables.positions)
+        caught_up = 0
         if rebuilt.source == "store":
-            # What the store gained since the rebuild read it, event by event as the projector does.
-            projection = LiveProjection(rebuilt.tables)
-            events = StoredEvents(app)
-            known = cur.execute(SQL("SELECT campaign_id FROM {}").format(rebuilt.tables.campaigns))
-            events.know([campaign_id for (campaign_id,) in known.fetchall()])
-            for event in events.read(rebuilt.last_notification_id):
-                caught_up += projection.apply(cur, event)
+            # A rebuild from Kafka has positions of its own; one from the store goes on from
+            # the projectors' positions, with what the store gained since it was read.
+            for name, offset in stored.items():
+                positions.start(cur, name, offset)
+            caught_up = _catch_up(cur, app, rebuilt)
         positions.start(cur, GENERATION, generation + 1)
         cur.execute(SQL("CREATE SCHEMA {}").format(Identifier(retired)))
         for name in present:
-            cur.execute(
-                SQL("ALTER TABLE {} SET SCHEMA {}").format(live.table(name), Identifier(retired))
-            )
+            _move(cur, live.table(name), retired)
         for name in TABLES:
-            cur.execute(
-                SQL("ALTER TABLE {} SET SCHEMA {}").format(
-                    rebuilt.tables.table(name), Identifier(live.schema)
-                )
-            )
+            _move(cur, rebuilt.tables.table(name), live.schema)
         cur.execute(SQL("DROP SCHEMA {}").format(Identifier(rebuilt.tables.schema)))
     return retired, caught_up
+
+
+def _catch_up(cur: psycopg.Cursor[Any], app: GroupBuying, rebuilt: Rebuilt) -> int:
+    """Events stored after the rebuild read the store, applied as the projector applies them."""
+    projection = LiveProjection(rebuilt.tables)
+    events = StoredEvents(app)
+    known = cur.execute(SQL("SELECT campaign_id FROM {}").format(rebuilt.tables.campaigns))
+    events.know([campaign_id for (campaign_id,) in known.fetchall()])
+    return sum(projection.apply(cur, event) for event in events.read(rebuilt.last_notification_id))
+
+
+def _move(cur: psycopg.Cursor[Any], table: Identifier, schema: str) -> None:
+    cur.execute(SQL("ALTER TABLE {} SET SCHEMA {}").format(table, Identifier(schema)))
 
 
 def _exists(cur: psycopg.Cursor[Any], table: Identifier) -> bool:
