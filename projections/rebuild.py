@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from domain.pricing import PriceSchedule
 from projections.live import Statements, opened_row
@@ -100,10 +100,12 @@ class ReadModelBuild:
             for (campaign_id, site_id), quantity in self.sites.items()
         )
         _copy(cur, self.tables.sites, (), sites)
-        # Withdrawals come before their campaign's close, so they go first here too.
-        statements = Statements(self.tables)  # the live projector's own updates
-        cur.executemany(statements.withdraw, self.withdrawals)
-        cur.executemany(statements.settle_commitments, self.closes)
+        # Withdrawals come before their campaign's close, so they go first here too: all in
+        # one statement, the closes with the live projector's own update.
+        if self.withdrawals:
+            at, campaign_ids, order_ids = map(list, zip(*self.withdrawals, strict=True))
+            cur.execute(_withdraw_all(self.tables), (campaign_ids, order_ids, at))
+        cur.executemany(Statements(self.tables).settle_commitments, self.closes)
         self.campaigns.clear()
         self.sites.clear()
         self.withdrawals.clear()
@@ -179,6 +181,14 @@ def _copy(cur: Cursor[Any], table: Identifier, columns: tuple[str, ...], rows: A
     with cur.copy(SQL("COPY {} {} FROM STDIN").format(table, names)) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def _withdraw_all(tables: ReadModelTables) -> Composed:
+    return SQL(
+        "UPDATE {0} SET state = 'withdrawn', updated_at = w.at "
+        "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS w(campaign_id, order_id, at) "
+        "WHERE {0}.campaign_id = w.campaign_id AND {0}.order_id = w.order_id"
+    ).format(tables.commitments)
 
 
 def _with_next_step(row: CampaignRow) -> tuple[Any, ...]:
