@@ -80,12 +80,12 @@ def raw_select_rate(app: GroupBuying, settings: Settings) -> tuple[int, float]:
     return rows, rows / (time.perf_counter() - started)
 
 
-def replay_rate(app: GroupBuying, settings: Settings) -> tuple[int, float]:
+def replay_rate(settings: Settings, workers: int) -> tuple[int, float]:
     """(events, events per second) for a rebuild of every read model from the store."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         tables = fresh_tables(conn, ReadModelTables(settings.database_schema))
         started = time.perf_counter()
-        rebuilt = rebuild_from_store(app, conn, tables, lambda *_: None)
+        rebuilt = rebuild_from_store(settings, conn, tables, lambda *_: None, workers)
         elapsed = time.perf_counter() - started
         conn.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(tables.schema)))
     return rebuilt.events, rebuilt.events / elapsed
@@ -95,6 +95,7 @@ def main() -> None:
     arguments = argparse.ArgumentParser(description=__doc__)
     arguments.add_argument("--events", type=int, default=1_000_000)
     arguments.add_argument("--campaigns", type=int, default=200)
+    arguments.add_argument("--workers", type=int, default=2, help="replay processes")
     arguments.add_argument("--rounds", type=int, default=2, help="raw and replay, taken in turns")
     options = arguments.parse_args()
     with isolated_settings("replay") as settings:
@@ -104,13 +105,14 @@ def main() -> None:
         figures: dict[str, float | int] = {
             "events": stored,
             "campaigns": options.campaigns,
+            "replay_workers": options.workers,
             "history_made_in_s": time.perf_counter() - started,
         }
         raw, replayed = [], []
         for _ in range(options.rounds):
             rows, rate = raw_select_rate(app, settings)
             raw.append(rate)
-            events, rate = replay_rate(app, settings)
+            events, rate = replay_rate(settings, options.workers)
             replayed.append(rate)
             assert rows == events == stored, (rows, events, stored)
         app.close()

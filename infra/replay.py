@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import queue
 import secrets
 import threading
@@ -31,7 +32,7 @@ from consumers.positions import PositionTable
 from consumers.projector import GENERATION
 from domain.application import GroupBuying
 from domain.campaign import Campaign
-from infra.app import recorder_of
+from infra.app import open_app, recorder_of
 from infra.settings import Settings
 from projections.live import LiveProjection
 from projections.read_models import ReadModelTables
@@ -68,13 +69,15 @@ class StoredEvents:
     goes through the library's mapper instead.
     """
 
-    def __init__(self, app: GroupBuying) -> None:
+    def __init__(self, app: GroupBuying, share: tuple[int, int] = (0, 1)) -> None:
+        """`share` (k, n): only the campaigns whose id falls in the k-th of n shares."""
         self.app = app
+        self.share = share
         recorder = recorder_of(app)
         self.table = Identifier(recorder.datastore.schema, recorder.events_table_name)
         self.types = {get_topic(cls): name for cls, name in MESSAGE_TYPES.items()}
         self.versions = {get_topic(cls): getattr(cls, "class_version", 1) for cls in MESSAGE_TYPES}
-        self.slugs: dict[UUID, str] = {}
+        self.slugs: dict[str, str] = {}  # originator id (as text) -> campaign_id
 
     def last_notification_id(self) -> int:
         with self._connection() as conn:
@@ -86,15 +89,17 @@ class StoredEvents:
 
     def know(self, campaign_ids: Iterator[str] | list[str]) -> None:
         """Campaigns opened before the events to be read (their ids derive from their slugs)."""
-        self.slugs.update({Campaign.create_id(slug): slug for slug in campaign_ids})
+        self.slugs.update({str(Campaign.create_id(slug)): slug for slug in campaign_ids})
 
     def read(self, after: int, upto: int | None = None) -> Iterator[CampaignEvent]:
         """Each event after notification id `after`, up to `upto` if given."""
         query = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+            "SELECT originator_id::text, originator_version, topic, state FROM {} "
+            "WHERE notification_id > %s AND notification_id <= %s "
+            "AND mod(get_byte(uuid_send(originator_id), 15), %s) = %s ORDER BY notification_id"
         ).format(self.table)
-        for page in self._pages(query, (after, upto if upto is not None else 2**63 - 1)):
+        k, n = self.share
+        for page in self._pages(query, (after, upto if upto is not None else 2**63 - 1, n, k)):
             for originator_id, version, topic, state in page:
                 yield self.event(originator_id, version, topic, state)
 
@@ -127,7 +132,7 @@ class StoredEvents:
     def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
         return recorder_of(self.app).datastore.get_connection()
 
-    def event(self, originator_id: UUID, version: int, topic: str, state: bytes) -> CampaignEvent:
+    def event(self, originator_id: str, version: int, topic: str, state: bytes) -> CampaignEvent:
         fields = _STATE.decode(state.decode())
         if fields.get("class_version", 1) != self.versions.get(topic) or _NEEDS_MAPPER in fields:
             return self._through_mapper(originator_id, version, topic, state)
@@ -142,9 +147,10 @@ class StoredEvents:
         )
 
     def _through_mapper(
-        self, originator_id: UUID, version: int, topic: str, state: bytes
+        self, originator_id: str, version: int, topic: str, state: bytes
     ) -> CampaignEvent:
-        event = self.app.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+        stored = StoredEvent(UUID(originator_id), version, topic, state)
+        event = self.app.mapper.to_domain_event(stored)
         if isinstance(event, Campaign.Opened):
             self.slugs[originator_id] = event.campaign_id
         return decode(encode(event, self.slugs[originator_id]))
@@ -171,25 +177,124 @@ _STATE = json.JSONDecoder(object_hook=_plain)
 
 
 def rebuild_from_store(
-    app: GroupBuying, conn: psycopg.Connection[Any], tables: ReadModelTables, progress: Progress
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    tables: ReadModelTables,
+    progress: Progress,
+    workers: int = 1,
 ) -> Rebuilt:
-    """Every stored event, folded into `tables` (created here, in a schema that must exist)."""
-    events = StoredEvents(app)
-    rebuilt = Rebuilt(tables, "store", last_notification_id=events.last_notification_id())
-    build = ReadModelBuild(tables)
-    total = rebuilt.last_notification_id  # ids have gaps only where a transaction failed
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(tables.create_statement())
-        for event in events.read(0, rebuilt.last_notification_id):
-            rebuilt.events += 1
-            build.apply(event)
-            if rebuilt.events % FLUSH_ROWS == 0:
-                build.flush(cur)
-                progress(rebuilt.events, total)
-        build.finish(cur)
-    progress(rebuilt.events, rebuilt.events)
-    rebuilt.applied = build.applied
-    return rebuilt
+    """Every stored event, folded into `tables` (created here, in a schema that must exist).
+
+    With several `workers`, each is a process of its own folding a share of the campaigns
+    (a campaign's events all go to one), so that the decoding runs on every core.
+    """
+    with conn.transaction():
+        conn.execute(tables.create_statement())
+    app = open_app(settings)
+    try:
+        last = StoredEvents(app).last_notification_id()
+    finally:
+        app.close()
+    if workers == 1:
+        done = [_fold_share(settings, tables, last, (0, 1), _Counter(progress, last))]
+    else:
+        done = _in_processes(settings, tables, last, workers, progress)
+    events, applied = (sum(counts) for counts in zip(*done, strict=True))
+    progress(events, events)
+    return Rebuilt(tables, "store", events, applied, last_notification_id=last)
+
+
+class _Counter:
+    """Adds up the events read, for the progress callback."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, read: int) -> None:
+        self.done += read
+        self.progress(self.done, self.total)
+
+
+def _fold_share(
+    settings: Settings,
+    tables: ReadModelTables,
+    upto: int,
+    share: tuple[int, int],
+    report: Callable[[int], None],
+) -> tuple[int, int]:
+    """Fold one share of the campaigns' events up to `upto`; (events read, events applied)."""
+    app = open_app(settings)
+    try:
+        events = StoredEvents(app, share)
+        build = ReadModelBuild(tables)
+        read = 0
+        with (
+            psycopg.connect(settings.database_url) as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            for event in events.read(0, upto):
+                read += 1
+                build.apply(event)
+                if read % FLUSH_ROWS == 0:
+                    build.flush(cur)
+                    report(FLUSH_ROWS)
+            build.finish(cur)
+        report(read % FLUSH_ROWS)
+        return read, build.applied
+    finally:
+        app.close()
+
+
+def _in_processes(
+    settings: Settings, tables: ReadModelTables, upto: int, workers: int, progress: Progress
+) -> list[tuple[int, int]]:
+    """`_fold_share` in `workers` processes, their progress and results read from a queue."""
+    context = multiprocessing.get_context("spawn")  # no forked copy of open connections
+    messages: Any = context.Queue()
+    processes = [
+        context.Process(
+            target=_share_process,
+            args=(settings, tables, upto, (k, workers), messages),
+            name=f"groupbuy-replay-{k}",
+        )
+        for k in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    counter, done = _Counter(progress, upto), list[tuple[int, int]]()
+    try:
+        while len(done) < workers:
+            try:
+                kind, *values = messages.get(timeout=1)
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in processes):
+                    raise RuntimeError("a replay worker process died") from None
+                continue
+            if kind == "failed":
+                raise RuntimeError(f"a replay worker failed: {values[0]}")
+            if kind == "read":
+                counter(values[0])
+            else:
+                done.append((values[0], values[1]))
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    return done
+
+
+def _share_process(
+    settings: Settings, tables: ReadModelTables, upto: int, share: tuple[int, int], messages: Any
+) -> None:
+    try:
+        events, applied = _fold_share(
+            settings, tables, upto, share, lambda read: messages.put(("read", read))
+        )
+        messages.put(("done", events, applied))
+    except BaseException as error:  # reported to the parent, which raises it
+        messages.put(("failed", repr(error)))
 
 
 def rebuild_from_kafka(
@@ -353,9 +458,10 @@ def _row(row: tuple[Any, ...]) -> str:
     return "(" + ", ".join("null" if v is None else str(v) for v in row) + ")"
 
 
-def replay_into(app: GroupBuying, conn: psycopg.Connection[Any], tables: ReadModelTables) -> int:
+def replay_into(settings: Settings, tables: ReadModelTables, workers: int = 1) -> int:
     """Rebuild `tables` from the event store; the number of events that changed them."""
-    return rebuild_from_store(app, conn, tables, lambda *_: None).applied
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        return rebuild_from_store(settings, conn, tables, lambda *_: None, workers).applied
 
 
 def table_rows(conn: psycopg.Connection[Any], tables: ReadModelTables) -> dict[str, list[Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from rich.console import Console
@@ -55,6 +56,13 @@ def add_command(commands: Any) -> None:
         action="store_true",
         help="make the rebuilt set the live one; the old one is kept in a schema of its own",
     )
+    replay.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes folding the event store, each a share of the campaigns "
+        "(default: the cores, at most 4)",
+    )
     replay.add_argument("--json", action="store_true", help="print the outcome as JSON")
     replay.set_defaults(run=run_replay)
 
@@ -81,7 +89,7 @@ def run_replay(settings: Settings, arguments: argparse.Namespace) -> int:
                 def progress(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total)
 
-                rebuilt = _rebuild(settings, arguments.source, app, conn, tables, progress)
+                rebuilt = _rebuild(settings, arguments, conn, tables, progress)
             outcome: dict[str, Any] = {
                 "source": rebuilt.source,
                 "events": rebuilt.events,
@@ -107,10 +115,14 @@ def run_replay(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def _rebuild(
-    settings: Settings, source: str, app: Any, conn: Any, tables: ReadModelTables, progress: Any
+    settings: Settings,
+    arguments: argparse.Namespace,
+    conn: Any,
+    tables: ReadModelTables,
+    progress: Any,
 ) -> Rebuilt:
-    if source == "store":
-        return rebuild_from_store(app, conn, tables, progress)
+    if arguments.source == "store":
+        return rebuild_from_store(settings, conn, tables, progress, arguments.workers)
     topic = Topics(settings.topic_prefix).campaign_events
     try:
         return rebuild_from_kafka(settings, topic, conn, tables, progress)

@@ -6,7 +6,6 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
 
 from domain.outcomes import Order
@@ -27,9 +26,8 @@ def campaign_id(settings: Settings, unique: str) -> str:
     app.open_campaign(campaign(campaign_id, max_per_buyer=None), now)
     app.place_order(campaign_id, Order("site-a:1", "site-a", "b-1", 15, None), now)
     app.place_order(campaign_id, Order("site-b:1", "site-b", "b-2", 6, None), now)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        replay_into(app, conn, ReadModelTables(settings.database_schema))
     app.close()
+    replay_into(settings, ReadModelTables(settings.database_schema))
     return campaign_id
 
 

@@ -54,13 +54,10 @@ def live_rows(settings: Settings) -> dict[str, list[Any]]:
 
 
 def rebuilt_rows(settings: Settings) -> dict[str, list[Any]]:
-    app = open_app(settings)
     tables = ReadModelTables(settings.database_schema, prefix="rebuilt_")
+    replay_into(settings, tables, workers=2)  # as `groupbuy replay` does on two cores
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        replay_into(app, conn, tables)
-        rows = table_rows(conn, tables)
-    app.close()
-    return rows
+        return table_rows(conn, tables)
 
 
 def projected_version(settings: Settings) -> int:

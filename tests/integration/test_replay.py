@@ -201,7 +201,7 @@ def test_a_stored_event_the_fast_reader_cannot_take_is_read_by_the_library_alike
         stored = app.recorder.select_events(Campaign.create_id(campaign_id))[-1]
         events = StoredEvents(app)
         events.know([campaign_id])
-        where = (stored.originator_id, stored.originator_version, stored.topic)
+        where = (str(stored.originator_id), stored.originator_version, stored.topic)
         marked = json.loads(stored.state) | {"class_version": 2}  # as if from a later class
 
         fast = events.event(*where, stored.state)
