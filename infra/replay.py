@@ -14,7 +14,7 @@ import multiprocessing
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +36,7 @@ from infra.app import open_app, recorder_of
 from infra.settings import Settings
 from projections.live import LiveProjection
 from projections.read_models import ReadModelTables
-from projections.rebuild import FLUSH_ROWS, ReadModelBuild
+from projections.rebuild import ENDING_TYPES, FLUSH_ROWS, Endings, ReadModelBuild
 from projections.wire import MESSAGE_TYPES, CampaignEvent, decode, encode
 
 PAGE = 10_000  # events fetched from PostgreSQL at a time
@@ -91,15 +91,20 @@ class StoredEvents:
         """Campaigns opened before the events to be read (their ids derive from their slugs)."""
         self.slugs.update({str(Campaign.create_id(slug)): slug for slug in campaign_ids})
 
-    def read(self, after: int, upto: int | None = None) -> Iterator[CampaignEvent]:
-        """Each event after notification id `after`, up to `upto` if given."""
+    def read(
+        self, after: int, upto: int | None = None, types: Sequence[str] | None = None
+    ) -> Iterator[CampaignEvent]:
+        """Each event after notification id `after`, up to `upto`, of `types` if given."""
+        topics = None if types is None else [t for t, n in self.types.items() if n in types]
         query = SQL(
             "SELECT originator_id::text, originator_version, topic, state FROM {} "
             "WHERE notification_id > %s AND notification_id <= %s "
+            "AND (%s::text[] IS NULL OR topic = ANY(%s)) "
             "AND mod(get_byte(uuid_send(originator_id), 15), %s) = %s ORDER BY notification_id"
         ).format(self.table)
         k, n = self.share
-        for page in self._pages(query, (after, upto if upto is not None else 2**63 - 1, n, k)):
+        upto = upto if upto is not None else 2**63 - 1
+        for page in self._pages(query, (after, upto, topics, topics, n, k)):
             for originator_id, version, topic, state in page:
                 yield self.event(originator_id, version, topic, state)
 
@@ -226,7 +231,10 @@ def _fold_share(
     app = open_app(settings)
     try:
         events = StoredEvents(app, share)
-        build = ReadModelBuild(tables)
+        endings = Endings()  # a first, short pass: each commitment is then written once
+        for event in events.read(0, upto, ENDING_TYPES):
+            endings.note(event)
+        build = ReadModelBuild(tables, endings)
         read = 0
         with (
             psycopg.connect(settings.database_url) as conn,

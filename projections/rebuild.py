@@ -5,9 +5,12 @@ rebuild reads the whole history, so it folds the events in memory instead and wr
 table once with COPY: the rows come out the same, which `groupbuy replay --verify` and the
 tests check against the live projector.
 
-Commitments and price points are streamed out as they come; withdrawals and closes only
-change rows already written, so they are kept and applied set-wise at the end. Memory grows
-with the number of campaigns and withdrawals, not with the number of events.
+Commitments and price points are streamed out as they come. How a commitment ends (withdrawn,
+filled or released at the close) comes later in the history: when the caller knows the
+endings beforehand (`Endings`, from a first pass over the few events that end commitments),
+each commitment is written once in its final state; otherwise withdrawals and closes are kept
+and applied set-wise at the end. Memory grows with the number of campaigns and withdrawals,
+not with the number of events.
 """
 
 from __future__ import annotations
@@ -36,9 +39,42 @@ COMMITMENT_COLUMNS = (
     "quantity",
     "max_unit_price",
     "state",
+    "filled_quantity",
+    "unit_price",
     "placed_at",
     "updated_at",
 )
+ENDING_TYPES = ("campaign.opened", "commitment.withdrawn", "campaign.closed")
+
+
+@dataclass
+class Endings:
+    """How commitments end, gathered before the fold from the events that end them."""
+
+    withdrawn: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    closed: dict[str, tuple[bool, Decimal]] = field(default_factory=dict)
+
+    def note(self, event: CampaignEvent) -> None:
+        f = event.fields
+        if event.type == "commitment.withdrawn":
+            self.withdrawn[event.campaign_id, f["order_id"]] = event.occurred_at
+        elif event.type == "campaign.closed":
+            self.closed[event.campaign_id] = (f["outcome"] == "succeeded", Decimal(f["unit_price"]))
+
+    def of(self, event: CampaignEvent) -> tuple[str, int | None, Decimal | None, datetime]:
+        """A placed commitment's final (state, filled quantity, unit price, updated at)."""
+        f = event.fields
+        withdrawn_at = self.withdrawn.get((event.campaign_id, f["order_id"]))
+        if withdrawn_at is not None:
+            return "withdrawn", None, None, withdrawn_at
+        closed = self.closed.get(event.campaign_id)
+        if closed is None:
+            return "committed", None, None, event.occurred_at
+        succeeded, price = closed
+        limit = f["max_unit_price"]
+        if succeeded and (limit is None or Decimal(limit) >= price):
+            return "filled", f["quantity"], price, event.occurred_at
+        return "released", 0, price, event.occurred_at
 
 
 @dataclass
@@ -54,6 +90,7 @@ class ReadModelBuild:
     """Fold events (in each campaign's version order) into `tables`, then `finish`."""
 
     tables: ReadModelTables
+    endings: Endings | None = None
     campaigns: dict[str, CampaignRow] = field(default_factory=dict)
     sites: dict[tuple[str, str], int] = field(default_factory=dict)
     commitments: list[tuple[Any, ...]] = field(default_factory=list)
@@ -137,9 +174,14 @@ class ReadModelBuild:
         site = (event.campaign_id, f["site_id"])
         if event.type == "commitment.withdrawn":
             self.sites[site] = self.sites.get(site, 0) - f["quantity"]
-            self.withdrawals.append((event.occurred_at, event.campaign_id, f["order_id"]))
+            if self.endings is None:  # else its commitment was written withdrawn already
+                self.withdrawals.append((event.occurred_at, event.campaign_id, f["order_id"]))
             return
         self.sites[site] = self.sites.get(site, 0) + f["quantity"]
+        if self.endings is None:
+            state, filled, unit_price, updated_at = "committed", None, None, event.occurred_at
+        else:
+            state, filled, unit_price, updated_at = self.endings.of(event)
         self.commitments.append(
             (
                 event.campaign_id,
@@ -148,9 +190,11 @@ class ReadModelBuild:
                 f["buyer_id"],
                 f["quantity"],
                 f["max_unit_price"],
-                "committed",
+                state,
+                filled,
+                unit_price,
                 event.occurred_at,
-                event.occurred_at,
+                updated_at,
             )
         )
 
@@ -170,10 +214,11 @@ class ReadModelBuild:
             closed_at=f["closed_at"],
             close_reason=f["reason"],
         )
-        succeeded = f["outcome"] == "succeeded"
-        self.closes.append(
-            {"campaign_id": event.campaign_id, "succeeded": succeeded, "price": price}
-        )
+        if self.endings is None:  # else its commitments were written filled or released
+            succeeded = f["outcome"] == "succeeded"
+            self.closes.append(
+                {"campaign_id": event.campaign_id, "succeeded": succeeded, "price": price}
+            )
 
 
 def _copy(cur: Cursor[Any], table: Identifier, columns: tuple[str, ...], rows: Any) -> None:
