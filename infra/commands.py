@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 from typing import Any
 
@@ -69,3 +70,15 @@ def unreachable(service: str, address: str, reason: str) -> CommandError:
 
 def postgres_address(settings: Settings) -> str:
     return settings.database_url.rsplit("@", 1)[-1]  # never print the password
+
+
+def positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number of `kind` above 0."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse

@@ -27,7 +27,14 @@ from rich.live import Live
 from infra import demo_sites, demo_view, kafka_clients
 from infra.app import open_app
 from infra.campaign_cli import read_models
-from infra.commands import EXIT_CODES, UNREACHABLE, CommandError, require_kafka, require_postgres
+from infra.commands import (
+    EXIT_CODES,
+    UNREACHABLE,
+    CommandError,
+    positive,
+    require_kafka,
+    require_postgres,
+)
 from infra.demo_sites import Planned, Sites
 from infra.demo_view import Progress
 from infra.settings import Settings
@@ -46,10 +53,10 @@ def add_command(commands: Any) -> None:
     summary = "the whole system with three simulated sites: live price, deadline, purchase order"
     demo = commands.add_parser("demo", help=summary, description=summary, epilog=EXIT_CODES)
     demo.add_argument(
-        "--speed", type=_positive(float), default=1.0, help="time compression (default 1: ~1 min)"
+        "--speed", type=positive(float), default=1.0, help="time compression (default 1: ~1 min)"
     )
     demo.add_argument(
-        "--orders", type=_positive(int), default=120, help="orders the sites place (default 120)"
+        "--orders", type=positive(int), default=120, help="orders the sites place (default 120)"
     )
     demo.add_argument("--seed", type=int, help="seed for the simulated buyers, to repeat a run")
     demo.add_argument("--no-live", action="store_true", help="progress lines, not a live view")
@@ -400,13 +407,3 @@ def running_services(settings: Settings, log: Path) -> Iterator[ServicesProcess]
         yield services
     finally:
         services.stop()
-
-
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-
-    return parse

@@ -17,6 +17,7 @@ from infra.commands import (
     INVALID,
     CommandError,
     connect_postgres,
+    positive,
     require_kafka,
 )
 from infra.replay import (
@@ -58,7 +59,7 @@ def add_command(commands: Any) -> None:
     )
     replay.add_argument(
         "--workers",
-        type=int,
+        type=positive(int),
         default=min(4, os.cpu_count() or 1),
         help="processes folding the event store, each a share of the campaigns "
         "(default: the cores, at most 4)",

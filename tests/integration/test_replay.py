@@ -212,3 +212,10 @@ def test_a_stored_event_the_fast_reader_cannot_take_is_read_by_the_library_alike
     assert fast.type == "commitment.placed"
     assert fast.fields["max_unit_price"] == "9.00"
     assert library == fast
+
+
+def test_replay_wants_at_least_one_worker(settings: Settings) -> None:
+    done = groupbuy(settings, "replay", "--workers", "0")
+
+    assert done.returncode == 2
+    assert "--workers: must be above 0, got 0" in done.stderr
