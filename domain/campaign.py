@@ -28,7 +28,13 @@ CAMPAIGN_NAMESPACE = UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
 
 
 class Campaign(Aggregate):
-    """One campaign: its definition, its commitments, its live price, and how it closed."""
+    """One campaign: its definition, its commitments, its live price, and how it closed.
+
+    The events of one order (placed, rejected, withdrawn, cancellation rejected) come at
+    the rate orders arrive, so they are triggered with `trigger_event` and say in their
+    own `apply` what they change; `@event` matches arguments to parameters on every call,
+    which cost ingestion more than the decision itself (docs/benchmarks.md, Ingest).
+    """
 
     class Opened(Aggregate.Created):
         class_version = 1
@@ -59,6 +65,13 @@ class Campaign(Aggregate):
         filled_quantity: int
         buyers: int
 
+        def apply(self, aggregate: Any) -> None:
+            aggregate.commitments[self.order_id] = Commitment(
+                self.order_id, self.site_id, self.buyer_id, self.quantity, self.max_unit_price
+            )
+            aggregate._count(self.site_id, self.buyer_id, self.quantity, self.max_unit_price)
+            aggregate._live_price, aggregate._committed = self.unit_price, self.committed_quantity
+
     class OrderRejected(Aggregate.Event):
         class_version = 1
         order_id: str
@@ -70,6 +83,9 @@ class Campaign(Aggregate):
         reason: str
         unit_price: Decimal
         committed_quantity: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.rejected_orders[self.order_id] = Reason(self.reason)
 
     class CommitmentWithdrawn(Aggregate.Event):
         class_version = 1
@@ -83,7 +99,15 @@ class Campaign(Aggregate):
         filled_quantity: int
         buyers: int
 
+        def apply(self, aggregate: Any) -> None:
+            commitments = aggregate.commitments
+            commitments[self.order_id] = replace(commitments[self.order_id], withdrawn=True)
+            aggregate._count(self.site_id, self.buyer_id, -self.quantity, self.max_unit_price)
+            aggregate._live_price, aggregate._committed = self.unit_price, self.committed_quantity
+
     class CancellationRejected(Aggregate.Event):
+        """Changes nothing: a rejected cancellation may succeed when retried later."""
+
         class_version = 1
         order_id: str
         site_id: str
@@ -226,7 +250,7 @@ class Campaign(Aggregate):
         """Not closed and before the deadline (an `opens_at` in the future still counts)."""
         return self.closing is None and utc(now) < self.deadline
 
-    # Commands: decide here; the @event methods below only record.
+    # Commands: decide here; the events' `apply` and the @event methods below only record.
 
     def place_order(self, order: Order, now: datetime) -> Outcome:
         """Accepts or rejects an order; a repeated order_id records nothing."""
@@ -240,8 +264,14 @@ class Campaign(Aggregate):
         max_price = _rounded(order.max_unit_price, self.definition.currency)
         after = clear(self.pricing, self.demand.plus(order.quantity, max_price))
         new_buyer = self.buyer_quantity(order.site_id, order.buyer_id) == 0
-        self._place(
-            **(_order_fields(order) | {"max_unit_price": max_price}),
+        self.trigger_event(
+            self.CommitmentPlaced,
+            order_id=order.order_id,
+            site_id=order.site_id,
+            buyer_id=order.buyer_id,
+            quantity=order.quantity,
+            max_unit_price=max_price,
+            placed_at=order.placed_at,
             unit_price=after.unit_price,
             committed_quantity=self._committed + order.quantity,
             filled_quantity=after.filled_quantity,
@@ -267,7 +297,8 @@ class Campaign(Aggregate):
         price = commitment.max_unit_price
         after = clear(self.pricing, self.demand.plus(-commitment.quantity, price))
         held = self.buyer_quantity(site_id, commitment.buyer_id)
-        self._withdraw(
+        self.trigger_event(
+            self.CommitmentWithdrawn,
             order_id=order_id,
             site_id=site_id,
             buyer_id=commitment.buyer_id,
@@ -307,8 +338,14 @@ class Campaign(Aggregate):
         return True
 
     def _refuse_order(self, order: Order, reason: Reason, now: datetime) -> Outcome:
-        self._reject_order(
-            **_order_fields(order),
+        self.trigger_event(
+            self.OrderRejected,
+            order_id=order.order_id,
+            site_id=order.site_id,
+            buyer_id=order.buyer_id,
+            quantity=order.quantity,
+            max_unit_price=order.max_unit_price,
+            placed_at=order.placed_at,
             reason=reason.value,
             unit_price=self.unit_price,
             committed_quantity=self.committed_quantity,
@@ -319,7 +356,8 @@ class Campaign(Aggregate):
     def _refuse_cancellation(
         self, order_id: str, site_id: str, reason: Reason, now: datetime
     ) -> Outcome:
-        self._reject_cancellation(
+        self.trigger_event(
+            self.CancellationRejected,
             order_id=order_id,
             site_id=site_id,
             reason=reason.value,
@@ -377,74 +415,6 @@ class Campaign(Aggregate):
 
     # Recorders: their bodies run again on every replay, so they only assign state.
 
-    @event(CommitmentPlaced)
-    def _place(
-        self,
-        order_id: str,
-        site_id: str,
-        buyer_id: str,
-        quantity: int,
-        max_unit_price: Decimal | None,
-        placed_at: datetime | None,
-        unit_price: Decimal,
-        committed_quantity: int,
-        filled_quantity: int,
-        buyers: int,
-        timestamp: datetime,
-    ) -> None:
-        self.commitments[order_id] = Commitment(
-            order_id, site_id, buyer_id, quantity, max_unit_price
-        )
-        self._count(site_id, buyer_id, quantity, max_unit_price)
-        self._live_price, self._committed = unit_price, committed_quantity
-
-    @event(OrderRejected)
-    def _reject_order(
-        self,
-        order_id: str,
-        site_id: str,
-        buyer_id: str,
-        quantity: int,
-        max_unit_price: Decimal | None,
-        placed_at: datetime | None,
-        reason: str,
-        unit_price: Decimal,
-        committed_quantity: int,
-        timestamp: datetime,
-    ) -> None:
-        self.rejected_orders[order_id] = Reason(reason)
-
-    @event(CommitmentWithdrawn)
-    def _withdraw(
-        self,
-        order_id: str,
-        site_id: str,
-        buyer_id: str,
-        quantity: int,
-        max_unit_price: Decimal | None,
-        unit_price: Decimal,
-        committed_quantity: int,
-        filled_quantity: int,
-        buyers: int,
-        timestamp: datetime,
-    ) -> None:
-        self.commitments[order_id] = replace(self.commitments[order_id], withdrawn=True)
-        self._count(site_id, buyer_id, -quantity, max_unit_price)
-        self._live_price, self._committed = unit_price, committed_quantity
-
-    @event(CancellationRejected)
-    def _reject_cancellation(
-        self,
-        order_id: str,
-        site_id: str,
-        reason: str,
-        unit_price: Decimal,
-        committed_quantity: int,
-        timestamp: datetime,
-    ) -> None:
-        # Nothing changes: a rejected cancellation may succeed when retried later.
-        pass
-
     @event(DeadlineExtended)
     def _extend(self, deadline: datetime, previous_deadline: datetime, timestamp: datetime) -> None:
         self.deadline = deadline
@@ -474,17 +444,6 @@ class Campaign(Aggregate):
         buyers[buyer_id] = buyers.get(buyer_id, 0) + quantity
         if not buyers[buyer_id]:
             del buyers[buyer_id]
-
-
-def _order_fields(order: Order) -> dict[str, Any]:
-    return {
-        "order_id": order.order_id,
-        "site_id": order.site_id,
-        "buyer_id": order.buyer_id,
-        "quantity": order.quantity,
-        "max_unit_price": order.max_unit_price,
-        "placed_at": order.placed_at,
-    }
 
 
 def _rounded(amount: Decimal | None, currency: str) -> Decimal | None:
