@@ -20,7 +20,11 @@ LoadCampaign = Callable[[str], Campaign | None]
 
 @dataclass
 class IngestBatch:
-    """What one poll produced: to be saved together, in one transaction."""
+    """What one poll produced: to be saved together, in one transaction.
+
+    An order whose command recorded an event is answered by that event (the relay turns it
+    into the result); `outbox` holds only the other results and the dead letters.
+    """
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
@@ -37,10 +41,12 @@ class OrderIngestion:
         batch = IngestBatch()
         for record in records:
             batch.last_offsets[record.position_name] = record.offset
-            batch.outbox.append(self._handle(batch, record))
+            message = self._handle(batch, record)
+            if message is not None:
+                batch.outbox.append(message)
         return batch
 
-    def _handle(self, batch: IngestBatch, record: Record) -> OutboxMessage:
+    def _handle(self, batch: IngestBatch, record: Record) -> OutboxMessage | None:
         try:
             command = decode(record.value)
         except MalformedMessageError as error:
@@ -50,6 +56,8 @@ class OrderIngestion:
         except Exception as error:  # a bug must not stop ingestion: park the message
             log.exception("order at %s@%d failed", record.position_name, record.offset)
             return dead_letter(self.dlq_topic, record, f"internal error: {error!r}")
+        if outcome is not None and outcome.recorded:
+            return None
         return order_result(self.results_topic, command, outcome)
 
     def _apply(self, batch: IngestBatch, command: OrderMessage, record: Record) -> Outcome | None:

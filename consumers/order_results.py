@@ -3,32 +3,87 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from consumers.batch import OutboxMessage, Record
 from consumers.order_messages import CancelOrder, OrderMessage
+from domain.campaign import Campaign
 from domain.outcomes import Outcome, Reason
+
+# The events that answer an order message, and the result each one gives.
+ANSWERING = (
+    Campaign.CommitmentPlaced,
+    Campaign.OrderRejected,
+    Campaign.CommitmentWithdrawn,
+    Campaign.CancellationRejected,
+)
+RESULT_TYPES = ("order.accepted", "order.rejected", "order.cancelled", "cancellation.rejected")
+ANSWERS: dict[type[Any], str] = dict(zip(ANSWERING, RESULT_TYPES, strict=True))
 
 
 def order_result(topic: str, command: OrderMessage, outcome: Outcome | None) -> OutboxMessage:
-    """The one result of a well-formed order message; no outcome means an unknown campaign."""
+    """The result of an order message that recorded nothing: a repeat or an unknown campaign.
+
+    A command that recorded an event is answered by that event (`event_result`).
+    """
     cancelling = isinstance(command, CancelOrder)
-    fields: dict[str, Any] = {
-        "type": _result_type(cancelling, accepted=outcome is not None and outcome.accepted),
-        "order_id": command.order_id,
-        "site_id": command.site_id,
-        "campaign_id": command.campaign_id,
-    }
+    kind = _result_type(cancelling, accepted=outcome is not None and outcome.accepted)
     if outcome is None:
-        fields["reason"] = Reason.UNKNOWN_CAMPAIGN.value
-    else:
-        if outcome.reason is not None:
-            fields["reason"] = outcome.reason.value
-        fields["unit_price"] = str(outcome.unit_price)
-        fields["committed_quantity"] = outcome.committed_quantity
-        if outcome.duplicate:
-            fields["duplicate"] = True  # a redelivery or retry: the first answer, repeated
-    return OutboxMessage(topic, command.site_id.encode(), json.dumps(fields).encode())
+        ids = (command.order_id, command.site_id, command.campaign_id)
+        return _result(topic, kind, *ids, reason=Reason.UNKNOWN_CAMPAIGN.value)
+    return _result(
+        topic,
+        kind,
+        command.order_id,
+        command.site_id,
+        command.campaign_id,
+        reason=None if outcome.reason is None else outcome.reason.value,
+        figures=(outcome.unit_price, outcome.committed_quantity),
+        duplicate=outcome.duplicate,
+    )
+
+
+def event_result(topic: str, campaign_id: str, event: object) -> OutboxMessage | None:
+    """The result an event of campaign `campaign_id` gives, if it answers an order message."""
+    if not isinstance(event, ANSWERING):
+        return None
+    return _result(
+        topic,
+        ANSWERS[type(event)],
+        event.order_id,
+        event.site_id,
+        campaign_id,
+        reason=getattr(event, "reason", None),
+        figures=(event.unit_price, event.committed_quantity),
+    )
+
+
+def _result(
+    topic: str,
+    kind: str,
+    order_id: str,
+    site_id: str,
+    campaign_id: str,
+    *,
+    reason: str | None,
+    figures: tuple[Decimal, int] | None = None,
+    duplicate: bool = False,
+) -> OutboxMessage:
+    fields: dict[str, Any] = {
+        "type": kind,
+        "order_id": order_id,
+        "site_id": site_id,
+        "campaign_id": campaign_id,
+    }
+    if reason is not None:
+        fields["reason"] = reason
+    if figures is not None:
+        fields["unit_price"] = str(figures[0])
+        fields["committed_quantity"] = figures[1]
+    if duplicate:
+        fields["duplicate"] = True  # a redelivery or retry: the first answer, repeated
+    return OutboxMessage(topic, site_id.encode(), json.dumps(fields).encode())
 
 
 def _result_type(cancelling: bool, *, accepted: bool) -> str:

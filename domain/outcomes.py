@@ -74,6 +74,11 @@ class Outcome:
     duplicate: bool = False
 
     @property
+    def recorded(self) -> bool:
+        """Whether the command recorded an event, which then answers it; a repeat records none."""
+        return not self.duplicate
+
+    @property
     def accepted(self) -> bool:
         """Whether the order or cancellation took effect (now or the first time)."""
         return self.verdict is Verdict.ACCEPTED

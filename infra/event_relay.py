@@ -1,4 +1,8 @@
-"""Publishes every stored domain event to `groupbuy.campaign-events.v1`, at least once."""
+"""Publishes every stored domain event to `groupbuy.campaign-events.v1`, at least once.
+
+An event that answers an order message also goes to `groupbuy.order-results.v1` as its
+result, so ingestion stores one row per order, not an event and an outbox row.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from uuid import UUID
 from kafka import KafkaProducer
 from psycopg.sql import SQL, Identifier
 
+from consumers.order_results import event_result
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from infra.app import recorder_of
@@ -21,10 +26,13 @@ POSITION = "relay:campaign-events"
 class EventRelay:
     """Follows the notification log from the position it stored after Kafka acknowledged."""
 
-    def __init__(self, app: GroupBuying, producer: KafkaProducer, topic: str) -> None:
+    def __init__(
+        self, app: GroupBuying, producer: KafkaProducer, topic: str, results_topic: str
+    ) -> None:
         self.app = app
         self.producer = producer
         self.topic = topic
+        self.results_topic = results_topic
         self.slugs: dict[UUID, str] = {}
         recorder = recorder_of(app)
         tracking = Identifier(recorder.datastore.schema, recorder.tracking_table_name)
@@ -60,6 +68,9 @@ class EventRelay:
                     headers=headers,
                 )
             )
+            result = event_result(self.results_topic, campaign_id, event)
+            if result is not None:
+                futures.append(self.producer.send(result.topic, key=result.key, value=result.value))
         confirm(self.producer, futures)
         conn.execute(self.store_position, {"name": POSITION, "id": notifications[-1].id})
         return len(notifications)

@@ -28,7 +28,7 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
             settings.database_url,
             f"{schema}.campaign-events",
             recorder_of(app).channel_name,
-            EventRelay(app, producer, topics.campaign_events),
+            EventRelay(app, producer, topics.campaign_events, topics.order_results),
         ),
         TableFollower(
             settings.database_url,

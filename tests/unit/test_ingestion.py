@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from consumers.batch import Record
-from consumers.ingest import OrderIngestion
+from consumers.ingest import IngestBatch, OrderIngestion
+from consumers.order_results import event_result
 from domain.application import GroupBuying
 from tests.unit.builders import DEADLINE, DURING, OPENED_AT, small_definition
 
@@ -48,18 +49,26 @@ def placed(n: int, **changes: Any) -> dict[str, Any]:
     } | changes
 
 
-def results_of(messages: list[Any]) -> list[dict[str, Any]]:
+def results_of(batch: IngestBatch) -> list[dict[str, Any]]:
+    """Every result of the batch: those its events give (as the relay publishes them), then
+    those of its outbox."""
+    answers = [
+        event_result(RESULTS, campaign.campaign_id, event)
+        for campaign in batch.campaigns.values()
+        for event in campaign.pending_events
+    ]
+    messages = [m for m in answers if m is not None] + batch.outbox
     return [json.loads(m.value) for m in messages if m.topic == RESULTS]
 
 
 def test_each_order_gets_one_result_with_the_live_figures(ingestion: OrderIngestion) -> None:
     batch = ingestion.apply([record(10, placed(1)), record(11, placed(2)), record(12, placed(3))])
 
-    results = results_of(batch.outbox)
+    results = results_of(batch)
     assert [r["type"] for r in results] == ["order.accepted"] * 3
     assert [r["committed_quantity"] for r in results] == [2, 4, 6]
     assert [r["unit_price"] for r in results] == ["10.00", "10.00", "8.00"]
-    assert all(m.key == b"site-a" for m in batch.outbox)
+    assert batch.outbox == []  # each answer is the event it recorded
     assert batch.last_offsets == {"orders:2": 12}
     assert list(batch.campaigns) == ["small"]
 
@@ -69,7 +78,7 @@ def test_a_redelivered_order_repeats_its_result_and_records_nothing(
 ) -> None:
     batch = ingestion.apply([record(1, placed(1)), record(2, placed(1))])
 
-    first, again = results_of(batch.outbox)
+    first, again = results_of(batch)
     assert again == first | {"duplicate": True}
     assert len(batch.campaigns["small"].pending_events) == 1
 
@@ -82,13 +91,13 @@ def test_the_broker_append_time_decides_lateness_not_the_site_clock(
 
     batch = ingestion.apply([record(1, backdated, at=after_deadline)])
 
-    assert results_of(batch.outbox)[0]["reason"] == "campaign_closed"
+    assert results_of(batch)[0]["reason"] == "campaign_closed"
 
 
 def test_an_unknown_campaign_is_rejected_without_figures(ingestion: OrderIngestion) -> None:
     batch = ingestion.apply([record(1, placed(1, campaign_id="nope"))])
 
-    (result,) = results_of(batch.outbox)
+    (result,) = results_of(batch)
     assert result == {
         "type": "order.rejected",
         "order_id": "site-a:1",
@@ -103,14 +112,14 @@ def test_a_malformed_message_goes_to_the_dlq_as_received_with_its_origin(
 ) -> None:
     batch = ingestion.apply([record(7, b"{oops"), record(8, placed(2))])
 
-    dead, result = batch.outbox
+    (dead,) = batch.outbox
     assert (dead.topic, dead.key, dead.value) == (DLQ, b"small", b"{oops")
     headers = dict(dead.headers)
     assert headers["trace"] == b"t-1"
     assert headers["error"].startswith(b"not JSON")
     assert (headers["source.topic"], headers["source.partition"]) == (b"orders", b"2")
     assert headers["source.offset"] == b"7"
-    assert result.topic == RESULTS
+    assert [r["type"] for r in results_of(batch)] == ["order.accepted"]
     assert batch.last_offsets == {"orders:2": 8}
 
 
@@ -124,5 +133,17 @@ def test_a_cancellation_is_answered_as_such(ingestion: OrderIngestion) -> None:
     }
     batch = ingestion.apply([record(1, placed(1)), record(2, cancel), record(3, cancel)])
 
-    kinds = [(r["type"], r["committed_quantity"]) for r in results_of(batch.outbox)]
+    kinds = [(r["type"], r["committed_quantity"]) for r in results_of(batch)]
     assert kinds == [("order.accepted", 2), ("order.cancelled", 0), ("order.cancelled", 0)]
+
+
+def test_results_are_keyed_by_site_and_only_order_events_give_one(
+    app: GroupBuying, ingestion: OrderIngestion
+) -> None:
+    batch = ingestion.apply([record(1, placed(1)), record(2, placed(2, quantity=20))])
+    campaign = batch.campaigns["small"]
+
+    answers = [event_result(RESULTS, "small", event) for event in campaign.pending_events]
+    assert [(m.topic, m.key) for m in answers if m] == [(RESULTS, b"site-a")] * 2
+    opened = app.repository.event_store.get(campaign.id, lte=1)
+    assert [event_result(RESULTS, "small", event) for event in opened] == [None]
