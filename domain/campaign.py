@@ -439,7 +439,10 @@ class Campaign(Aggregate):
     ) -> None:
         # Totals move with each event so no command ever re-scans the commitments.
         self.demand.add(quantity, max_unit_price)
-        self.site_demand.setdefault(site_id, Demand()).add(quantity, max_unit_price)
+        site_demand = self.site_demand.get(site_id)
+        if site_demand is None:
+            site_demand = self.site_demand[site_id] = Demand()
+        site_demand.add(quantity, max_unit_price)
         buyers = self.buyer_quantities.setdefault(site_id, {})
         buyers[buyer_id] = buyers.get(buyer_id, 0) + quantity
         if not buyers[buyer_id]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -22,12 +22,18 @@ class TierSchedule:
 
     tiers: tuple[Tier, ...]
     floor_price: Decimal
+    # Worked out once: every order prices the campaign a few times.
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _prices: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_starts", tuple(t.min_quantity for t in self.tiers))
+        prices = tuple(max(t.unit_price, self.floor_price) for t in self.tiers)
+        object.__setattr__(self, "_prices", prices)
 
     def price(self, quantity: int) -> Decimal:
         """The unit price when `quantity` units are committed (at least the first tier's)."""
-        starts = [tier.min_quantity for tier in self.tiers]
-        index = max(bisect_right(starts, quantity) - 1, 0)
-        return max(self.tiers[index].unit_price, self.floor_price)
+        return self._prices[max(bisect_right(self._starts, quantity) - 1, 0)]
 
     def prices(self) -> list[Decimal]:
         """Every price this schedule can give, highest first."""

@@ -19,6 +19,8 @@ _DURATION = re.compile(
 
 def utc(moment: datetime, name: str = "now") -> datetime:
     """The same instant in UTC; naive datetimes are refused, not guessed."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ClockError(name)
     return moment.astimezone(UTC)
