@@ -7,14 +7,17 @@ from eventsourcing.utils import get_topic
 from domain.application import GroupBuying
 from infra.settings import Settings, eventsourcing_env
 from infra.store import GroupBuyingRecorder
+from infra.transcoder import FlatJSONTranscoder
 
 OUTBOX_TABLE = "groupbuying_outbox"
 
 
 def store_env(settings: Settings) -> dict[str, str]:
-    """eventsourcing settings: our recorder, one row per tracked partition, tables created."""
+    """eventsourcing settings: our recorder and transcoder, one row per tracked partition,
+    tables created."""
     return eventsourcing_env(settings.database_url, settings.database_schema) | {
         "PROCESS_RECORDER_TOPIC": get_topic(GroupBuyingRecorder),
+        "TRANSCODER_TOPIC": get_topic(FlatJSONTranscoder),
         "SINGLE_ROW_TRACKING": "y",
         "CREATE_TABLE": "y",
         "POSTGRES_POOL_SIZE": "4",
