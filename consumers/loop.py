@@ -45,14 +45,22 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One batch: the number of records applied (0 if none came or the save failed)."""
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-        records = [self._record(r) for batch in polled.values() for r in batch]
-        # Anything at or before a stored position was applied already (a late seek, a retry).
-        records = [r for r in records if r.offset > (self.positions.get(r.position_name) or -1)]
+        records: list[Record] = []
+        expected: dict[str, int | None] = {}  # each partition's stored position
+        last: dict[TopicPartition, int] = {}  # and where this batch moves it
+        for partition, batch in polled.items():
+            name = position_name(partition.topic, partition.partition)
+            stored = self.positions.get(name)
+            # Anything at or before a stored position was applied already (a late seek, a retry).
+            fresh = [self._record(r) for r in batch if stored is None or r.offset > stored]
+            if fresh:
+                records += fresh
+                expected[name] = stored
+                last[partition] = fresh[-1].offset
         if not records:
             return 0
-        names = {r.position_name for r in records}
         try:
-            self.sink.process(records, {name: self.positions.get(name) for name in names})
+            self.sink.process(records, expected)
         except RecordConflictError as error:
             log.warning("another process moved on (%s); rereading positions", error)
             self._rewind()
@@ -62,17 +70,16 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             threading.Event().wait(RETRY_PAUSE)
             self._rewind()
             return 0
-        self._moved_to(records)
+        self._moved_to(last)
         return len(records)
 
-    def _moved_to(self, records: Sequence[Record]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            self.positions[record.position_name] = record.offset
-            partition = TopicPartition(record.topic, record.partition)
-            offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
+    def _moved_to(self, last: dict[TopicPartition, int]) -> None:
+        for partition, offset in last.items():
+            self.positions[position_name(partition.topic, partition.partition)] = offset
         # Kafka's committed offsets only show lag; the database holds the real positions.
-        self.consumer.commit_async(offsets)
+        self.consumer.commit_async(
+            {partition: OffsetAndMetadata(offset + 1, "", -1) for partition, offset in last.items()}
+        )
 
     def _rewind(self) -> None:
         self.sink.forget()
