@@ -86,6 +86,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.on_partitions_assigned(list(self.consumer.assignment()))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %s", ", ".join(f"{p.topic}:{p.partition}" for p in assigned) or "none")
         stored = self.sink.stored_positions([position_name(p.topic, p.partition) for p in assigned])
         for partition in assigned:
             position = stored[position_name(partition.topic, partition.partition)]

@@ -8,12 +8,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from importlib.metadata import version
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import OperationalError
 
-from infra import analyst_cli, campaign_cli, demo, replay_cli
 from infra.clock import run_clock
 from infra.commands import (
     EXIT_CODES,
@@ -57,28 +56,41 @@ SERVICES_AND_RUN = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="groupbuy",
         description="Event-sourced group buying: many sites, one campaign, one falling price.",
         epilog=EXIT_CODES,
     )
-    root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
     for name, (service, summary) in SERVICES_AND_RUN.items():
         command = commands.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES)
         command.set_defaults(
             run=lambda settings, _, service=service: run_service(service, settings)
         )
+    if not services_only:
+        _add_other_commands(root, commands)
+    return root
+
+
+def _add_other_commands(root: argparse.ArgumentParser, commands: Any) -> None:
+    # Imported here: a service process starts without the operator, analyst and demo code
+    # (a tenth of a second each start, and ingestion starts a process per consumer).
+    from importlib.metadata import version
+
+    from infra import analyst_cli, campaign_cli, demo, replay_cli
+
+    root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
     campaign_cli.add_commands(commands)
     replay_cli.add_command(commands)
     analyst_cli.add_commands(commands)
     demo.add_command(commands)
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    service = bool(argv) and argv[0] in SERVICES_AND_RUN
+    arguments = parser(services_only=service).parse_args(argv)
     if arguments.command is None:
         parser().print_help(sys.stderr)
         return 2

@@ -22,3 +22,24 @@ def test_groupbuy_without_a_command_prints_usage_and_fails() -> None:
 
     assert done.returncode == 2
     assert "usage: groupbuy" in done.stderr
+
+
+def test_a_service_starts_without_loading_the_operator_analyst_and_demo_commands() -> None:
+    script = (
+        "import sys; from infra.cli import parser; parser(services_only=True); "
+        "print(sorted(m for m in sys.modules if m.startswith(('infra.', 'analysis'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+
+    loaded = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "infra.ingest_service" in loaded
+    for module in ("infra.analyst_cli", "infra.demo", "infra.replay_cli", "analysis"):
+        assert f"'{module}" not in loaded
+
+
+def test_every_command_is_listed_in_the_help() -> None:
+    done = subprocess.run([GROUPBUY, "--help"], capture_output=True, text=True, timeout=30)
+
+    for command in ("ingest", "run", "campaign", "replay", "history", "demo"):
+        assert f"    {command} " in done.stdout
