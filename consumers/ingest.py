@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from consumers.batch import FencedTracking, OutboxMessage, Record
 from consumers.order_messages import MalformedMessageError, OrderMessage, PlaceOrder, decode
 from consumers.order_results import dead_letter, order_result
 from domain.application import GroupBuying
 from domain.campaign import Campaign
-from domain.outcomes import Order, Outcome
+from domain.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +40,23 @@ class OrderIngestion:
 
     def apply(self, records: Iterable[Record]) -> IngestBatch:
         batch = IngestBatch()
+        appended_ms, now = -1, datetime.min
         for record in records:
             batch.last_offsets[record.position_name] = record.offset
-            message = self._handle(batch, record)
+            if record.timestamp_ms != appended_ms:  # one producer batch, one append time
+                appended_ms, now = record.timestamp_ms, record.appended_at
+            message = self._handle(batch, record, now)
             if message is not None:
                 batch.outbox.append(message)
         return batch
 
-    def _handle(self, batch: IngestBatch, record: Record) -> OutboxMessage | None:
+    def _handle(self, batch: IngestBatch, record: Record, now: datetime) -> OutboxMessage | None:
         try:
             command = decode(record.value)
         except MalformedMessageError as error:
             return dead_letter(self.dlq_topic, record, str(error))
         try:
-            outcome = self._apply(batch, command, record)
+            outcome = self._apply(batch, command, now)
         except Exception as error:  # a bug must not stop ingestion: park the message
             log.exception("order at %s@%d failed", record.position_name, record.offset)
             return dead_letter(self.dlq_topic, record, f"internal error: {error!r}")
@@ -60,23 +64,15 @@ class OrderIngestion:
             return None
         return order_result(self.results_topic, command, outcome)
 
-    def _apply(self, batch: IngestBatch, command: OrderMessage, record: Record) -> Outcome | None:
+    def _apply(self, batch: IngestBatch, command: OrderMessage, now: datetime) -> Outcome | None:
+        """`now` is the broker's append time: it decides whether an order came in time (SPEC,
+        "Time")."""
         campaign = batch.campaigns.get(command.campaign_id) or self.load(command.campaign_id)
         if campaign is None:
             return None
         batch.campaigns[command.campaign_id] = campaign
-        # The broker's append time decides whether an order came in time (SPEC, "Time").
-        now = record.appended_at
         if isinstance(command, PlaceOrder):
-            order = Order(
-                command.order_id,
-                command.site_id,
-                command.buyer_id,
-                command.quantity,
-                command.max_unit_price,
-                command.placed_at,
-            )
-            return campaign.place_order(order, now)
+            return campaign.place_order(command, now)
         return campaign.cancel_order(command.order_id, command.site_id, now)
 
 

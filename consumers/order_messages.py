@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from domain.outcomes import Order
 
 MAX_MESSAGE_BYTES = 16 * 1024  # a real order is a few hundred bytes
 MAX_ID_LENGTH = 200
@@ -17,14 +19,10 @@ class MalformedMessageError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class PlaceOrder:
-    order_id: str
-    site_id: str
-    campaign_id: str
-    buyer_id: str
-    quantity: int
-    max_unit_price: Decimal | None
-    placed_at: datetime
+class PlaceOrder(Order):
+    """The order itself, as the domain takes it, and the campaign it is for."""
+
+    campaign_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +42,13 @@ def decode(value: bytes | None) -> OrderMessage:
     kind = fields.get("type")
     if kind == "order.placed":
         return PlaceOrder(
-            order_id=_identifier(fields, "order_id"),
-            site_id=_identifier(fields, "site_id"),
+            _identifier(fields, "order_id"),
+            _identifier(fields, "site_id"),
+            _identifier(fields, "buyer_id"),
+            _integer(fields, "quantity"),
+            _optional_money(fields, "max_unit_price"),
+            _instant(fields, "placed_at"),
             campaign_id=_identifier(fields, "campaign_id"),
-            buyer_id=_identifier(fields, "buyer_id"),
-            quantity=_integer(fields, "quantity"),
-            max_unit_price=_optional_money(fields, "max_unit_price"),
-            placed_at=_instant(fields, "placed_at"),
         )
     if kind == "order.cancelled":
         return CancelOrder(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Reason(StrEnum):
@@ -57,9 +58,9 @@ class Order:
     placed_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One command's result, enough to publish one result message.
+class Outcome(NamedTuple):
+    """One command's result, enough to publish one result message (a named tuple: every
+    order makes one).
 
     For a repeated order or cancellation, `duplicate` is true, nothing was recorded, and
     `verdict` and `reason` repeat the first answer. `unit_price` and `committed_quantity`
