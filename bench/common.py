@@ -39,9 +39,13 @@ def report(figures: dict[str, Any]) -> None:
     """Print the figures readably, then as one JSON object on the last line."""
     width = max(map(len, figures))
     for name, value in figures.items():
-        shown = f"{value:,.3g}" if isinstance(value, float) and value < 10 else f"{value:,.0f}"
+        shown = ", ".join(map(_shown, value)) if isinstance(value, list) else _shown(value)
         print(f"{name:<{width}}  {shown}")
     print(json.dumps(figures))
+
+
+def _shown(value: float) -> str:
+    return f"{value:,.3g}" if isinstance(value, float) and value < 10 else f"{value:,.0f}"
 
 
 def peak_rss_mib(pid: int) -> float:

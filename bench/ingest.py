@@ -1,6 +1,7 @@
 """Ingest throughput against raw PostgreSQL inserts in the same run; peak RSS of the process.
 
 python -m bench.ingest                      # 100,000 orders over 20 campaigns
+python -m bench.ingest --processes 2 --rounds 3   # two in the group; best of three rounds
 python -m bench.ingest --campaigns 10000 --orders 20000 --no-baseline   # memory
 """
 
@@ -125,6 +126,7 @@ def stored_orders(settings: Settings, topic: str) -> int:
 def ingest_rate(settings: Settings, orders: int, processes: int) -> dict[str, float]:
     topic = Topics(settings.topic_prefix).orders
     env = os.environ | settings.as_env()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     group = [
         subprocess.Popen([GROUPBUY, "ingest"], env=env, stderr=subprocess.DEVNULL)
@@ -147,9 +149,10 @@ def ingest_rate(settings: Settings, orders: int, processes: int) -> dict[str, fl
             process.wait(timeout=60)
     assert first is not None
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = used.ru_utime + used.ru_stime - before.ru_utime - before.ru_stime
     return {
         # CPU of the ingest processes, start-up included, over the orders they applied.
-        "ingest_cpu_us_per_order": (used.ru_utime + used.ru_stime) / orders * 1e6,
+        "ingest_cpu_us_per_order": cpu / orders * 1e6,
         "ingest_orders_per_s": orders / (finished - started),
         "ingest_orders_per_s_after_first_batch": (orders - first[1]) / (finished - first[0]),
         "ingest_peak_rss_mib": rss,
@@ -162,17 +165,32 @@ def main() -> None:
     arguments.add_argument("--campaigns", type=int, default=20)
     arguments.add_argument("--no-baseline", action="store_true")
     arguments.add_argument("--processes", type=int, default=1, help="ingest processes in the group")
+    arguments.add_argument(
+        "--rounds", type=int, default=1, help="ingest and raw inserts, taken in turns"
+    )
     options = arguments.parse_args()
-    with isolated_settings("ingest") as settings:
-        publish_rate = prepare(settings, options.campaigns, options.orders)
-        figures: dict[str, Any] = {"orders": options.orders, "campaigns": options.campaigns}
-        figures["publish_orders_per_s"] = publish_rate
-        figures["ingest_processes"] = options.processes
-        figures |= ingest_rate(settings, options.orders, options.processes)
-        if not options.no_baseline:
-            figures["raw_insert_rows_per_s"] = raw_insert_rate(settings, options.orders)
-            figures["ratio"] = figures["ingest_orders_per_s"] / figures["raw_insert_rows_per_s"]
-        report(figures)
+    figures: dict[str, Any] = {"orders": options.orders, "campaigns": options.campaigns}
+    figures["ingest_processes"] = options.processes
+    rounds = []
+    for _ in range(options.rounds):
+        # Each round its own topic and schema: campaigns must open before their orders come.
+        with isolated_settings("ingest") as settings:
+            measured = {
+                "publish_orders_per_s": prepare(settings, options.campaigns, options.orders)
+            }
+            measured |= ingest_rate(settings, options.orders, options.processes)
+            if not options.no_baseline:
+                measured["raw_insert_rows_per_s"] = raw_insert_rate(settings, options.orders)
+            rounds.append(measured)
+    for name in rounds[0]:  # the best of each (noise only ever slows a run); the peak RSS
+        best = min if name == "ingest_cpu_us_per_order" else max
+        figures[name] = best(measured[name] for measured in rounds)
+    if not options.no_baseline:
+        figures["ratio"] = figures["ingest_orders_per_s"] / figures["raw_insert_rows_per_s"]
+        if options.rounds > 1:
+            ratios = [m["ingest_orders_per_s"] / m["raw_insert_rows_per_s"] for m in rounds]
+            figures["ratio_each_round"] = ratios
+    report(figures)
 
 
 if __name__ == "__main__":
