@@ -60,7 +60,8 @@ def subscribe(consumer: KafkaConsumer, topics: list[str], listener: object) -> N
     its partitions, and nobody consumes them until the next metadata refresh.
     """
     deadline = time.monotonic() + 60
-    while any(consumer.partitions_for_topic(topic) is None for topic in topics):
+    # partitions_for_topic gives an empty set, not None, for a topic it does not know yet.
+    while not all(consumer.partitions_for_topic(topic) for topic in topics):
         if time.monotonic() > deadline:
             raise RuntimeError(f"Kafka does not know the topics {topics} after 60 s")
         time.sleep(0.1)
