@@ -1,4 +1,4 @@
-"""`groupbuy ingest`: orders from Kafka into the event store, with their results in the outbox."""
+"""`groupbuy ingest`: orders from Kafka into the event store, each answered by its event."""
 
 from __future__ import annotations
 

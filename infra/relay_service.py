@@ -15,7 +15,7 @@ from infra.topics import Topics, ensure_topics
 
 
 def run_relay(settings: Settings, stop: threading.Event) -> None:
-    """Publish campaign events and outbox rows (order results, dead letters) until `stop`."""
+    """Publish campaign events, the results they give, and outbox rows until `stop`."""
     topics = Topics(settings.topic_prefix)
     admin = kafka_clients.admin(settings)
     ensure_topics(admin, topics, [*topics.ingest_topics(), topics.campaign_events])

@@ -47,7 +47,7 @@ def orders(campaign_ids: list[str]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def relay(settings: Settings) -> Iterator[None]:
-    """Publishes the results the ingest processes leave in the outbox."""
+    """Publishes the results: from the events the ingest processes store, and their outbox."""
     with running(run_relay, settings):
         yield
 
