@@ -147,3 +147,21 @@ def test_results_are_keyed_by_site_and_only_order_events_give_one(
     assert [(m.topic, m.key) for m in answers if m] == [(RESULTS, b"site-a")] * 2
     opened = app.repository.event_store.get(campaign.id, lte=1)
     assert [event_result(RESULTS, "small", event) for event in opened] == [None]
+
+
+def test_the_order_that_sells_out_is_answered_with_the_figures_it_brought(
+    ingestion: OrderIngestion,
+) -> None:
+    orders = [record(n, placed(n, quantity=5)) for n in range(1, 6)]  # stock: 20 units
+
+    batch = ingestion.apply(orders)
+
+    results = [(r["type"], r.get("reason"), r["committed_quantity"]) for r in results_of(batch)]
+    assert results == [
+        ("order.accepted", None, 5),
+        ("order.accepted", None, 10),
+        ("order.accepted", None, 15),
+        ("order.accepted", None, 20),  # and the campaign closed, sold out
+        ("order.rejected", "sold_out", 20),
+    ]
+    assert batch.campaigns["small"].status == "succeeded"
