@@ -18,8 +18,13 @@ ANSWERING = (
     Campaign.CommitmentWithdrawn,
     Campaign.CancellationRejected,
 )
-RESULT_TYPES = ("order.accepted", "order.rejected", "order.cancelled", "cancellation.rejected")
-ANSWERS: dict[type[Any], str] = dict(zip(ANSWERING, RESULT_TYPES, strict=True))
+ANSWERS: dict[type[Any], str] = dict(
+    zip(
+        ANSWERING,
+        ("order.accepted", "order.rejected", "order.cancelled", "cancellation.rejected"),
+        strict=True,
+    )
+)
 
 
 def order_result(topic: str, command: OrderMessage, outcome: Outcome | None) -> OutboxMessage:

@@ -26,17 +26,11 @@ def clear(schedule: PriceSchedule, demand: Demand) -> Clearing:
     """
     willing = demand.unconditional
     best = schedule.price(willing) if willing >= 1 else None
-    levels = sorted(demand.conditional.items(), reverse=True)
-    for limit, quantity in levels:
+    for limit, quantity in sorted(demand.conditional.items(), reverse=True):
         willing += quantity
         price = schedule.price(willing)
         if price <= limit and (best is None or price < best):
             best = price
     if best is None:
         return Clearing(schedule.price(1), 0)
-    filled = demand.unconditional
-    for limit, quantity in levels:  # Demand.willing_at(best), on the levels sorted already
-        if limit < best:
-            break
-        filled += quantity
-    return Clearing(best, filled)
+    return Clearing(best, demand.willing_at(best))

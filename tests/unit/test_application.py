@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -19,14 +18,6 @@ from domain.outcomes import Reason
 from tests.unit.builders import DEADLINE, DURING, OPENED_AT, order, small_definition
 
 TOPIC = "groupbuy.orders.v1:3"
-
-
-@pytest.fixture
-def app() -> Iterator[GroupBuying]:
-    application = GroupBuying(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    application.open_campaign(small_definition(), OPENED_AT)
-    yield application
-    application.close()
 
 
 def stored(app: GroupBuying, campaign_id: str = "small") -> Campaign:

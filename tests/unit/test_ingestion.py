@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,17 +12,9 @@ from consumers.batch import Record
 from consumers.ingest import IngestBatch, OrderIngestion
 from consumers.order_results import event_result
 from domain.application import GroupBuying
-from tests.unit.builders import DEADLINE, DURING, OPENED_AT, small_definition
+from tests.unit.builders import DEADLINE, DURING
 
 RESULTS, DLQ = "results", "dlq"
-
-
-@pytest.fixture
-def app() -> Iterator[GroupBuying]:
-    application = GroupBuying(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    application.open_campaign(small_definition(), OPENED_AT)
-    yield application
-    application.close()
 
 
 @pytest.fixture
