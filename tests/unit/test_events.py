@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -67,6 +68,13 @@ def test_event_fields_are_strings_numbers_decimals_times_and_lists_or_dicts_of_t
     for event in every_kind_of_event():
         fields = {k: v for k, v in vars(event).items() if k != "originator_id"}
         assert plain(fields), event
+
+
+def test_each_event_carries_exactly_its_fields_in_their_order() -> None:
+    # The per-order events are built without their dataclass __init__ (Campaign._record).
+    for event in every_kind_of_event():
+        assert list(vars(event)) == [f.name for f in dataclasses.fields(event)], event
+        assert vars(event) == vars(type(event)(**vars(event)))
 
 
 def test_events_survive_the_json_transcoder_unchanged() -> None:
