@@ -46,6 +46,7 @@ def consumer(settings: Settings, group: str) -> KafkaConsumer:
         isolation_level="read_committed",
         max_poll_records=2000,
         fetch_max_bytes=16 * 1024 * 1024,
+        fetch_max_wait_ms=100,
         # A crashed member's partitions move to the others after this long.
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
