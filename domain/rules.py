@@ -60,8 +60,7 @@ def cancellation_rejection(campaign: Campaign, now: datetime) -> Reason | None:
 
 def is_sensible(order: Order, currency: str) -> bool:
     """Whether an order that parsed also makes sense: ids, quantity and price limit."""
-    ids = (order.order_id, order.site_id, order.buyer_id)
-    if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids):
+    if not (_is_id(order.order_id) and _is_id(order.site_id) and _is_id(order.buyer_id)):
         return False
     quantity = order.quantity
     if isinstance(quantity, bool) or not isinstance(quantity, int):
@@ -72,3 +71,7 @@ def is_sensible(order: Order, currency: str) -> bool:
     if limit is None:
         return True
     return isinstance(limit, Decimal) and fits_currency(limit, currency) and limit > 0
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH

@@ -186,7 +186,9 @@ def test_an_order_that_reached_kafka_before_the_campaign_opened_is_rejected_as_n
         Order("site-a:1", "site-a", "b-1", 1, Decimal("9.999")),
         Order("site-a:1", "site-a", "b-1", 1, Decimal("NaN")),
         Order("", "site-a", "b-1", 1),
+        Order("site-a:1", "", "b-1", 1),
         Order("site-a:1", "site-a", "", 1),
+        Order("s" * 201, "site-a", "b-1", 1),
     ],
 )
 def test_an_order_that_makes_no_sense_is_rejected_as_invalid(bad: Order) -> None:
