@@ -33,6 +33,7 @@ from infra.topics import Topics, ensure_topics
 
 GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
 RAW_BATCH = 500
+PLACED = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 def definition(campaign_id: str) -> CampaignDefinition:
@@ -48,7 +49,8 @@ def order(campaign_id: str, n: int, rng: random.Random) -> dict[str, Any]:
         "campaign_id": campaign_id,
         "buyer_id": f"b-{rng.randrange(1_000_000)}",
         "quantity": rng.randint(1, 3),
-        "placed_at": "2026-11-27T10:00:00Z",
+        # Each order its own time, as sites stamp them (a shared one would flatter encoding).
+        "placed_at": (PLACED + timedelta(milliseconds=n)).isoformat().replace("+00:00", "Z"),
     }
     if n % 4 == 0:
         message["max_unit_price"] = rng.choice(["120.00", "99.00", "85.00"])

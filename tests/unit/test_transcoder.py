@@ -71,3 +71,11 @@ def test_the_stored_instants_keep_their_offset() -> None:
     instant = datetime(2026, 11, 27, 10, 0, tzinfo=timezone(timedelta(hours=1)))
 
     assert FLAT.decode(FLAT.encode({"at": instant})) == {"at": instant}
+
+
+def test_an_instant_is_written_in_its_own_zone_after_the_same_instant_in_utc() -> None:
+    # UTC instants are remembered as written, and equal instants in other zones compare equal.
+    instant = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    states = [{"at": instant}, {"at": instant.astimezone(timezone(timedelta(hours=1)))}]
+
+    assert [FLAT.encode(s) for s in states] == [LIBRARY.encode(s) for s in states]
