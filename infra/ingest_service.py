@@ -15,15 +15,19 @@ from infra.topics import Topics, ensure_topics
 def run_ingest(settings: Settings, stop: threading.Event) -> None:
     """Apply orders until `stop` is set; `groupbuy relay` publishes the results."""
     topics = Topics(settings.topic_prefix)
-    admin = kafka_clients.admin(settings)
-    ensure_topics(admin, topics, topics.ingest_topics())
-    admin.close()
-    app = open_app(settings)
+    # Made first: it connects in the background while the topics and tables are set up,
+    # and kafka-python waits 0.1 s after that first metadata before it asks again.
     consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
-    loop = TrackedLoop(consumer, IngestSink(app, topics.order_results, topics.orders_dlq))
-    kafka_clients.subscribe(consumer, [topics.orders], loop)
     try:
-        loop.run(stop)
+        admin = kafka_clients.admin(settings)
+        ensure_topics(admin, topics, topics.ingest_topics())
+        admin.close()
+        app = open_app(settings)
+        try:
+            loop = TrackedLoop(consumer, IngestSink(app, topics.order_results, topics.orders_dlq))
+            kafka_clients.subscribe(consumer, [topics.orders], loop)
+            loop.run(stop)
+        finally:
+            app.close()
     finally:
         consumer.close(autocommit=False)
-        app.close()
