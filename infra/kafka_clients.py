@@ -49,7 +49,7 @@ def consumer(settings: Settings, group: str) -> KafkaConsumer:
         fetch_max_wait_ms=100,
         # A crashed member's partitions move to the others after this long.
         session_timeout_ms=10_000,
-        heartbeat_interval_ms=2_000,
+        heartbeat_interval_ms=500,
         metadata_max_age_ms=10_000,  # notice new partitions in seconds, not minutes
     )
 
