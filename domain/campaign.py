@@ -208,6 +208,7 @@ class Campaign(Aggregate):
         self.demand = Demand()
         self.site_demand: dict[str, Demand] = {}
         self.buyer_quantities: dict[str, dict[str, int]] = {}
+        self._buyers = 0  # buyers in buyer_quantities, all sites
         self._live_price = definition.pricing.price(1)
         self._committed = 0
 
@@ -240,7 +241,7 @@ class Campaign(Aggregate):
     @property
     def buyers(self) -> int:
         """Buyers with units committed and not withdrawn."""
-        return sum(len(buyers) for buyers in self.buyer_quantities.values())
+        return self._buyers
 
     def buyer_quantity(self, site_id: str, buyer_id: str) -> int:
         """Units this buyer has committed and not withdrawn."""
@@ -464,9 +465,13 @@ class Campaign(Aggregate):
             site_demand = self.site_demand[site_id] = Demand()
         site_demand.add(quantity, max_unit_price)
         buyers = self.buyer_quantities.setdefault(site_id, {})
-        buyers[buyer_id] = buyers.get(buyer_id, 0) + quantity
-        if not buyers[buyer_id]:
+        held = buyers.get(buyer_id, 0)
+        if held + quantity:
+            buyers[buyer_id] = held + quantity
+            self._buyers += not held
+        else:
             del buyers[buyer_id]
+            self._buyers -= 1
 
 
 def _rounded(amount: Decimal | None, currency: str) -> Decimal | None:

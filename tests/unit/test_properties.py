@@ -187,6 +187,7 @@ def check_invariants(campaign: Campaign) -> None:
     live = [c for c in campaign.commitments.values() if not c.withdrawn]
     items = [(c.quantity, c.max_unit_price) for c in live]
     assert campaign.unit_price >= definition.floor_price
+    assert campaign.buyers == len({(c.site_id, c.buyer_id) for c in live})
     if definition.max_per_buyer is not None:
         held: dict[tuple[str, str], int] = {}
         for c in live:
