@@ -3,6 +3,7 @@
 python -m bench.ingest                      # 100,000 orders over 20 campaigns
 python -m bench.ingest --processes 2 --rounds 3   # two in the group; best of three rounds
 python -m bench.ingest --campaigns 10000 --orders 20000 --no-baseline   # memory
+python -m bench.ingest --processes 2 --timeline   # orders stored and CPU busy, every 0.25 s
 """
 
 from __future__ import annotations
@@ -125,7 +126,36 @@ def stored_orders(settings: Settings, topic: str) -> int:
     return int(row[0]) if row else 0
 
 
-def ingest_rate(settings: Settings, orders: int, processes: int) -> dict[str, float]:
+def machine_busy() -> tuple[int, int]:
+    """CPU time of all cores so far, in clock ticks: (busy, total), from /proc/stat."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+class Timeline:
+    """Prints, every quarter second, the orders stored and how busy the machine was."""
+
+    def __init__(self, started: float) -> None:
+        self.started, self.last = started, (started, 0, machine_busy())
+
+    def __call__(self, done: int) -> None:
+        now, busy = time.perf_counter(), machine_busy()
+        at, before, (busy_before, total_before) = self.last
+        if now - at < 0.25:
+            return
+        share = (busy[0] - busy_before) / max(1, busy[1] - total_before)
+        rate = (done - before) / (now - at)
+        print(
+            f"{now - self.started:5.2f} s  {done:7,} stored  {rate:7,.0f}/s  busy {share:4.0%}",
+            file=sys.stderr,
+        )
+        self.last = (now, done, busy)
+
+
+def ingest_rate(
+    settings: Settings, orders: int, processes: int, timeline: bool = False
+) -> dict[str, float]:
     topic = Topics(settings.topic_prefix).orders
     env = os.environ | settings.as_env()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -135,8 +165,11 @@ def ingest_rate(settings: Settings, orders: int, processes: int) -> dict[str, fl
         for _ in range(processes)
     ]
     first = None
+    show = Timeline(started) if timeline else None
     try:
         while (done := stored_orders(settings, topic)) < orders:
+            if show is not None:
+                show(done)
             if first is None and done:
                 first = (time.perf_counter(), done)
             if any(process.poll() is not None for process in group):
@@ -170,6 +203,9 @@ def main() -> None:
     arguments.add_argument(
         "--rounds", type=int, default=1, help="ingest and raw inserts, taken in turns"
     )
+    arguments.add_argument(
+        "--timeline", action="store_true", help="print orders stored and CPU busy every 0.25 s"
+    )
     options = arguments.parse_args()
     figures: dict[str, Any] = {"orders": options.orders, "campaigns": options.campaigns}
     figures["ingest_processes"] = options.processes
@@ -180,7 +216,7 @@ def main() -> None:
             measured = {
                 "publish_orders_per_s": prepare(settings, options.campaigns, options.orders)
             }
-            measured |= ingest_rate(settings, options.orders, options.processes)
+            measured |= ingest_rate(settings, options.orders, options.processes, options.timeline)
             if not options.no_baseline:
                 measured["raw_insert_rows_per_s"] = raw_insert_rate(settings, options.orders)
             rounds.append(measured)
