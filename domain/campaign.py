@@ -438,12 +438,13 @@ class Campaign(Aggregate):
     def _record(
         self, event_class: type[Aggregate.Event], *, timestamp: datetime, **fields: Any
     ) -> None:
-        """What `trigger_event` does for one of the per-order events, at a third of its cost.
+        """What `trigger_event` does for one of the per-order events, in about 60 % of its
+        time (an `OrderRejected`: 4.5 µs, 2.8 µs here).
 
         The event is built the way the library's mapper rebuilds a stored one (its
         `__dict__`, in field order), not by the frozen dataclass's `__init__`, which sets
-        every field through `object.__setattr__`. `tests/unit/test_campaign.py` checks that
-        each such event carries exactly its class's fields.
+        every field through `object.__setattr__`. `tests/unit/test_events.py` checks that
+        each such event carries exactly its class's fields, in order.
         """
         version = self.version + 1
         recorded = object.__new__(event_class)
@@ -465,13 +466,13 @@ class Campaign(Aggregate):
             site_demand = self.site_demand[site_id] = Demand()
         site_demand.add(quantity, max_unit_price)
         buyers = self.buyer_quantities.setdefault(site_id, {})
-        held = buyers.get(buyer_id, 0)
-        if held + quantity:
-            buyers[buyer_id] = held + quantity
-            self._buyers += not held
+        before = buyers.get(buyer_id, 0)
+        after = before + quantity
+        if after:
+            buyers[buyer_id] = after
         else:
-            del buyers[buyer_id]
-            self._buyers -= 1
+            buyers.pop(buyer_id, None)
+        self._buyers += bool(after) - bool(before)
 
 
 def _rounded(amount: Decimal | None, currency: str) -> Decimal | None:
