@@ -46,10 +46,14 @@ def consumer(settings: Settings, group: str) -> KafkaConsumer:
         isolation_level="read_committed",
         max_poll_records=2000,
         fetch_max_bytes=16 * 1024 * 1024,
+        # One fetch is in flight per broker: a partition with data waits behind the long
+        # poll of those already drained (Kafka's default: 500 ms).
         fetch_max_wait_ms=100,
         # A crashed member's partitions move to the others after this long.
         session_timeout_ms=10_000,
-        heartbeat_interval_ms=500,
+        # A member that joins gets partitions once the others have heard of the rebalance
+        # in a heartbeat: a second ingest process starts working within a quarter second.
+        heartbeat_interval_ms=250,
         metadata_max_age_ms=10_000,  # notice new partitions in seconds, not minutes
     )
 
