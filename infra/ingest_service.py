@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 
 from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
@@ -15,22 +16,19 @@ from infra.topics import Topics, ensure_topics
 def run_ingest(settings: Settings, stop: threading.Event) -> None:
     """Apply orders until `stop` is set; `groupbuy relay` publishes the results."""
     topics = Topics(settings.topic_prefix)
-    # Made first: it connects in the background while the topics and tables are set up,
-    # and kafka-python waits 0.1 s after that first metadata before it asks again.
-    consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
-    try:
+    with ExitStack() as cleanup:  # closes the app, then the consumer
+        # Made first: it connects in the background while the topics and tables are set up,
+        # and kafka-python waits 0.1 s after that first metadata before it asks again.
+        consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
+        cleanup.callback(consumer.close, autocommit=False)
         admin = kafka_clients.admin(settings)
         ensure_topics(admin, topics, topics.ingest_topics())
         admin.close()
         app = open_app(settings)
-        try:
-            sink = IngestSink(app, topics.order_results, topics.orders_dlq)
-            # One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster
-            # with one process (docs/benchmarks.md, Ingest); a quiet topic gives small polls.
-            loop = TrackedLoop(consumer, sink, max_records=5000)
-            kafka_clients.subscribe(consumer, [topics.orders], loop)
-            loop.run(stop)
-        finally:
-            app.close()
-    finally:
-        consumer.close(autocommit=False)
+        cleanup.callback(app.close)
+        sink = IngestSink(app, topics.order_results, topics.orders_dlq)
+        # One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster
+        # with one process (docs/benchmarks.md, Ingest); a quiet topic gives small polls.
+        loop = TrackedLoop(consumer, sink, max_records=5000)
+        kafka_clients.subscribe(consumer, [topics.orders], loop)
+        loop.run(stop)
