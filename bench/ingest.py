@@ -1,6 +1,7 @@
 """Ingest throughput against raw PostgreSQL inserts in the same run; peak RSS of the process.
 
 python -m bench.ingest                      # 100,000 orders over 20 campaigns
+python -m bench.ingest --workers 2 --rounds 3      # one process with two workers; best of 3
 python -m bench.ingest --processes 2 --rounds 3   # two in the group; best of three rounds
 python -m bench.ingest --campaigns 10000 --orders 20000 --no-baseline   # memory
 python -m bench.ingest --processes 2 --timeline   # orders stored and CPU busy, every 0.25 s
@@ -153,15 +154,23 @@ class Timeline:
         self.last = (now, done, busy)
 
 
+def family(pid: int) -> list[int]:
+    """A process and its children (the workers of `groupbuy ingest --workers`)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
 def ingest_rate(
-    settings: Settings, orders: int, processes: int, timeline: bool = False
+    settings: Settings, orders: int, processes: int, workers: int = 1, timeline: bool = False
 ) -> dict[str, float]:
     topic = Topics(settings.topic_prefix).orders
     env = os.environ | settings.as_env()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     group = [
-        subprocess.Popen([GROUPBUY, "ingest"], env=env, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [GROUPBUY, "ingest", "--workers", str(workers)], env=env, stderr=subprocess.DEVNULL
+        )
         for _ in range(processes)
     ]
     first = None
@@ -176,7 +185,7 @@ def ingest_rate(
                 raise RuntimeError("a groupbuy ingest process exited early")
             time.sleep(0.05)
         finished = time.perf_counter()
-        rss = max(peak_rss_mib(process.pid) for process in group)
+        rss = max(peak_rss_mib(pid) for process in group for pid in family(process.pid))
     finally:
         for process in group:
             process.send_signal(signal.SIGTERM)
@@ -200,6 +209,7 @@ def main() -> None:
     arguments.add_argument("--campaigns", type=int, default=20)
     arguments.add_argument("--no-baseline", action="store_true")
     arguments.add_argument("--processes", type=int, default=1, help="ingest processes in the group")
+    arguments.add_argument("--workers", type=int, default=1, help="workers of each ingest process")
     arguments.add_argument(
         "--rounds", type=int, default=1, help="ingest and raw inserts, taken in turns"
     )
@@ -209,6 +219,7 @@ def main() -> None:
     options = arguments.parse_args()
     figures: dict[str, Any] = {"orders": options.orders, "campaigns": options.campaigns}
     figures["ingest_processes"] = options.processes
+    figures["ingest_workers"] = options.workers
     rounds = []
     for _ in range(options.rounds):
         # Each round its own topic and schema: campaigns must open before their orders come.
@@ -216,7 +227,9 @@ def main() -> None:
             measured = {
                 "publish_orders_per_s": prepare(settings, options.campaigns, options.orders)
             }
-            measured |= ingest_rate(settings, options.orders, options.processes, options.timeline)
+            measured |= ingest_rate(
+                settings, options.orders, options.processes, options.workers, options.timeline
+            )
             if not options.no_baseline:
                 measured["raw_insert_rows_per_s"] = raw_insert_rate(settings, options.orders)
             rounds.append(measured)

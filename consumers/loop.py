@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -15,6 +15,7 @@ from consumers.batch import Record, position_name
 
 log = logging.getLogger(__name__)
 RETRY_PAUSE = 1.0  # seconds before applying a batch again after the database failed
+Commit = Callable[[dict[TopicPartition, OffsetAndMetadata]], object]
 
 
 class BatchSink(Protocol):
@@ -32,10 +33,19 @@ class BatchSink(Protocol):
 class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     """Poll, process, save; on assignment or any failure, go back to the stored positions."""
 
-    def __init__(self, consumer: KafkaConsumer, sink: BatchSink, max_records: int = 2000) -> None:
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        sink: BatchSink,
+        max_records: int = 2000,
+        commit: Commit | None = None,
+    ) -> None:
+        """`commit` tells Kafka how far the saved batches got (default: the consumer's own
+        `commit_async`; a worker without a group reports to the process that has one)."""
         self.consumer = consumer
         self.sink = sink
         self.max_records = max_records
+        self.commit: Commit = commit or consumer.commit_async
         self.positions: dict[str, int | None] = {}
 
     def run(self, stop: threading.Event) -> None:
@@ -77,7 +87,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         for partition, offset in last.items():
             self.positions[position_name(partition.topic, partition.partition)] = offset
         # Kafka's committed offsets only show lag; the database holds the real positions.
-        self.consumer.commit_async(
+        self.commit(
             {partition: OffsetAndMetadata(offset + 1, "", -1) for partition, offset in last.items()}
         )
 

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -19,6 +20,7 @@ from infra.commands import (
     EXIT_CODES,
     UNREACHABLE,
     CommandError,
+    positive,
     postgres_address,
     require_kafka,
     require_postgres,
@@ -69,6 +71,19 @@ def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
         command.set_defaults(
             run=lambda settings, _, service=service: run_service(service, settings)
         )
+        if name == "ingest":
+            command.add_argument(
+                "--workers",
+                type=positive(int),
+                default=1,
+                help="processes applying orders, under one member of the consumer group "
+                "(default 1; up to one per core)",
+            )
+            command.set_defaults(
+                run=lambda settings, arguments: run_service(
+                    partial(run_ingest, workers=arguments.workers), settings
+                )
+            )
     if not services_only:
         _add_other_commands(root, commands)
     return root

@@ -9,12 +9,20 @@ from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
 from infra import kafka_clients
 from infra.app import open_app
+from infra.ingest_workers import run_ingest_workers
 from infra.settings import Settings
 from infra.topics import Topics, ensure_topics
 
 
-def run_ingest(settings: Settings, stop: threading.Event) -> None:
-    """Apply orders until `stop` is set; `groupbuy relay` publishes the results."""
+def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> None:
+    """Apply orders until `stop` is set; `groupbuy relay` publishes the results.
+
+    With more than one worker, this process coordinates worker processes of its own
+    (infra/ingest_workers.py); it must then be a process's main thread.
+    """
+    if workers > 1:
+        run_ingest_workers(settings, stop, workers)
+        return
     topics = Topics(settings.topic_prefix)
     with ExitStack() as cleanup:  # closes the app, then the consumer
         # Made first: it connects in the background while the topics and tables are set up,

@@ -36,11 +36,12 @@ def confirm(producer: KafkaProducer, futures: list[Any]) -> None:
         future.get(timeout=0)
 
 
-def consumer(settings: Settings, group: str) -> KafkaConsumer:
-    """A group member that never commits by itself: positions live in PostgreSQL."""
+def consumer(settings: Settings, group: str | None) -> KafkaConsumer:
+    """A group member that never commits by itself: positions live in PostgreSQL. Without
+    a group, a reader of the partitions it is assigned."""
     return KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.topic_prefix + group,
+        group_id=None if group is None else settings.topic_prefix + group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ from infra.settings import Settings
 from infra.topics import Topics, ensure_topics
 from tests.integration.test_ingest import campaign, placed
 from tests.support.kafka_io import publish, read_json, read_until, wait_for
-from tests.support.pipeline import ServiceProcess, running
+from tests.support.pipeline import ServiceProcess, alive, running
 
 ORDERS = 4000
 CAMPAIGNS = 5
@@ -121,6 +124,57 @@ def test_two_ingest_processes_share_the_work_and_survive_one_being_killed(
     publishing = publish_in_trickles(settings, orders)
     wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
     processes[0].kill()
+    publishing.join()
+
+    assert_each_order_stored_once(settings, campaign_ids, orders)
+
+
+def test_ingest_with_workers_shares_partitions_with_another_and_survives_being_killed(
+    settings: Settings,
+    campaign_ids: list[str],
+    orders: list[dict[str, Any]],
+    processes: list[ServiceProcess],
+    relay: None,
+    tmp_path: Path,
+) -> None:
+    for name in ("a", "b"):
+        log = tmp_path / f"ingest-{name}.log"
+        processes.append(ServiceProcess("ingest", settings, log, "--workers", "2"))
+    publishing = publish_in_trickles(settings, orders)
+    wait_for(lambda: len(processes[0].children()) == 2, what="the two workers of ingest a")
+    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    workers = processes[0].children()
+    processes[0].kill()  # its workers lose their coordinator in the middle of the stream
+    wait_for(lambda: not any(map(alive, workers)), timeout=30, what="ingest a's workers to stop")
+    publishing.join()
+
+    assert_each_order_stored_once(settings, campaign_ids, orders)
+    shared = (tmp_path / "ingest-b.log").read_text()  # b's two workers both had partitions
+    assert re.search(r"ingest-worker-0: \S+:\d", shared)
+    assert re.search(r"ingest-worker-1: \S+:\d", shared)
+
+
+def test_a_worker_that_dies_stops_its_ingest_and_a_restart_loses_nothing(
+    settings: Settings,
+    campaign_ids: list[str],
+    orders: list[dict[str, Any]],
+    processes: list[ServiceProcess],
+    relay: None,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "ingest-1.log"
+    processes.append(ServiceProcess("ingest", settings, log, "--workers", "2"))
+    publishing = publish_in_trickles(settings, orders)
+    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    dying, other = processes[0].children()
+    os.kill(dying, signal.SIGKILL)
+
+    assert processes[0].process.wait(timeout=60) == 1
+    assert re.search(r"WorkerDiedError: ingest-worker-\d exited \(code -9\)", log.read_text())
+    wait_for(lambda: not alive(other), timeout=30, what="the other worker to stop")
+    processes.append(
+        ServiceProcess("ingest", settings, tmp_path / "ingest-2.log", "--workers", "2")
+    )
     publishing.join()
 
     assert_each_order_stored_once(settings, campaign_ids, orders)

@@ -65,14 +65,23 @@ def stacks() -> str:
     )
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
 class ServiceProcess:
     """`groupbuy <command>` as a child process, to be killed like a crashing machine."""
 
-    def __init__(self, command: str, settings: Settings, log: Path) -> None:
+    def __init__(self, command: str, settings: Settings, log: Path, *arguments: str) -> None:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [GROUPBUY, command],
+                [GROUPBUY, command, *arguments],
                 env=os.environ | settings.as_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -82,6 +91,13 @@ class ServiceProcess:
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def children(self) -> list[int]:
+        """The process ids of its children (the workers of `ingest --workers`)."""
+        pid = self.process.pid
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
 
     def stop(self) -> int:
         if self.process.poll() is None:

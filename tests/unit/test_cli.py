@@ -43,3 +43,12 @@ def test_every_command_is_listed_in_the_help() -> None:
 
     for command in ("ingest", "run", "campaign", "replay", "history", "demo"):
         assert f"    {command} " in done.stdout
+
+
+def test_ingest_takes_a_number_of_workers_above_zero() -> None:
+    done = subprocess.run(
+        [GROUPBUY, "ingest", "--workers", "0"], capture_output=True, text=True, timeout=30
+    )
+
+    assert done.returncode == 2
+    assert "--workers: must be above 0, got 0" in done.stderr

@@ -1,0 +1,264 @@
+"""`groupbuy ingest --workers N`: one member of the consumer group, N processes at work.
+
+N ingest processes in one group join it one after another, and each join stops the whole
+group for a rebalance that drops every cached campaign; the range assignor then splits the
+partitions by number, not by the orders waiting in them. Here the process that joins the
+group only coordinates. It forks its workers first, so they share its imported code; on
+each assignment it gives every worker a share of the partitions, balanced by their backlog
+(end offset minus stored position); it commits the positions the workers report, for lag
+monitoring. A worker reads its partitions by manual assignment and applies them exactly as
+a lone `groupbuy ingest` does: its positions, fenced in PostgreSQL with the events, are
+what makes ingestion exactly once, so a worker that saves after losing a partition (or
+after its coordinator died) has that save refused.
+
+On each worker's pipe:
+    coordinator → worker: ("assign", partitions), ("release",), ("stop",)
+    worker → coordinator: ("released",), ("moved", {partition: OffsetAndMetadata})
+
+A worker that dies stops the ingest (exit code 1), for its supervisor to restart; a
+coordinator that dies closes the pipes, and each worker stops after its current batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+from consumers.batch import position_name
+from consumers.ingest import IngestSink
+from consumers.loop import TrackedLoop
+from domain.application import GroupBuying
+from infra import kafka_clients
+from infra.app import open_app
+from infra.settings import Settings
+from infra.topics import Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+MAX_RECORDS = 5000  # a transaction per poll, as a lone ingest process (ingest_service.py)
+RELEASE_TIMEOUT = 60.0  # seconds a worker may take to finish its batch and let go
+Offsets = dict[TopicPartition, OffsetAndMetadata]
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process exited on its own: the ingest stops, to be restarted."""
+
+
+def split_by_backlog(
+    backlogs: dict[TopicPartition, int], workers: int
+) -> list[list[TopicPartition]]:
+    """The partitions in `workers` shares of about equal backlog: the largest first, each to
+    the share with the least so far (ties: the lower share, then the lower partition)."""
+    shares: list[list[TopicPartition]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for partition in sorted(backlogs, key=lambda p: (-backlogs[p], p.topic, p.partition)):
+        least = min(range(workers), key=lambda n: (loads[n], len(shares[n]), n))
+        shares[least].append(partition)
+        loads[least] += backlogs[partition]
+    return shares
+
+
+def run_ingest_workers(settings: Settings, stop: threading.Event, workers: int) -> None:
+    """Apply orders with `workers` processes until `stop` is set."""
+    context = multiprocessing.get_context("fork")  # before any thread or connection exists
+    pipes = [context.Pipe() for _ in range(workers)]
+    processes = []
+    for number, (_, theirs) in enumerate(pipes):
+        inherited = [end for pair in pipes for end in pair if end is not theirs]
+        process = context.Process(
+            target=_work,
+            args=(settings, theirs, inherited, stop),
+            name=f"ingest-worker-{number}",
+            daemon=True,
+        )
+        process.start()
+        processes.append(process)
+    for _, theirs in pipes:
+        theirs.close()  # so that a worker's death reads as the end of its pipe
+    group = [Worker(process, ours) for process, (ours, _) in zip(processes, pipes, strict=True)]
+    with ExitStack() as cleanup:  # closes the app; leaves the group; stops the workers
+        cleanup.callback(_stop_all, group)
+        consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
+        cleanup.callback(consumer.close, autocommit=False)
+        topics = Topics(settings.topic_prefix)
+        admin = kafka_clients.admin(settings)
+        ensure_topics(admin, topics, topics.ingest_topics())
+        admin.close()
+        app = open_app(settings)
+        cleanup.callback(app.close)
+        coordinator = Coordinator(consumer, app, group)
+        kafka_clients.subscribe(consumer, [topics.orders], coordinator)
+        coordinator.run(stop)
+
+
+class Worker:
+    """A worker process and the coordinator's end of its pipe."""
+
+    def __init__(self, process: BaseProcess, pipe: Connection) -> None:
+        self.process, self.pipe = process, pipe
+
+    def send(self, *message: Any) -> None:
+        """Send, or do nothing if the worker is gone (which `receive` then says)."""
+        with suppress(OSError):
+            self.pipe.send(message)
+
+    def receive(self) -> tuple[Any, ...] | None:
+        """The next message from the worker, or None if there is none yet."""
+        try:
+            return self.pipe.recv() if self.pipe.poll() else None
+        except (EOFError, OSError):
+            raise self.died() from None
+
+    def died(self) -> WorkerDiedError:
+        self.process.join(timeout=5)
+        return WorkerDiedError(f"{self.process.name} exited (code {self.process.exitcode})")
+
+
+class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The group member: shares its partitions out, collects positions, watches workers."""
+
+    def __init__(self, consumer: KafkaConsumer, app: GroupBuying, workers: list[Worker]) -> None:
+        self.consumer, self.app, self.workers = consumer, app, workers
+        self.unshared: list[TopicPartition] | None = None  # assigned, not yet shared out
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            # Fetches nothing (its partitions are paused): heartbeats and rebalances.
+            self.consumer.poll(timeout_ms=20)
+            if self.unshared is not None:
+                self._share(self.unshared)
+                self.unshared = None
+            self._collect()
+
+    # kafka-python calls these two on its IO thread, which must not wait for Kafka.
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.consumer.pause(*assigned)
+        self.unshared = assigned
+
+    def _share(self, assigned: list[TopicPartition]) -> None:
+        backlogs = self._backlogs(assigned)
+        for worker, share in zip(
+            self.workers, split_by_backlog(backlogs, len(self.workers)), strict=True
+        ):
+            log.info(
+                "%s: %s (%d waiting)",
+                worker.process.name,
+                ", ".join(position_name(p.topic, p.partition) for p in share) or "none",
+                sum(backlogs[p] for p in share),
+            )
+            worker.send("assign", share)
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Every worker lets go before the group moves on, so that no partition's new owner
+        # starts while one of ours still writes it (fencing would refuse that, at a cost).
+        # A worker that died writes nothing more; the main loop stops the ingest for it.
+        self.unshared = None
+        waiting = [worker for worker in self.workers if worker.process.is_alive()]
+        for worker in waiting:
+            worker.send("release")
+        deadline = time.monotonic() + RELEASE_TIMEOUT
+        while waiting := [worker for worker in waiting if not self._released(worker)]:
+            if time.monotonic() > deadline:
+                names = ", ".join(worker.process.name for worker in waiting)
+                log.error(
+                    "%s did not let go of their partitions; their saves will be refused", names
+                )
+                return
+            time.sleep(0.005)
+
+    def _released(self, worker: Worker) -> bool:
+        try:
+            while (message := worker.receive()) is not None:
+                if message[0] == "released":
+                    return True
+                self._handle(message)
+        except WorkerDiedError:
+            return True
+        return False
+
+    def _collect(self) -> None:
+        for worker in self.workers:
+            while (message := worker.receive()) is not None:
+                self._handle(message)
+            if not worker.process.is_alive():
+                raise worker.died()
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "moved":
+            # Only for lag monitoring: a commit lost in a rebalance is harmless.
+            self.consumer.commit_async(message[1])
+
+    def _backlogs(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Records waiting in each partition: from its stored position to its end."""
+        ends = self.consumer.end_offsets(list(partitions))
+        beginnings = self.consumer.beginning_offsets(list(partitions))
+        backlogs = {}
+        for partition in partitions:
+            stored = self.app.max_tracking_id(position_name(partition.topic, partition.partition))
+            start = beginnings[partition] if stored is None else stored + 1
+            backlogs[partition] = max(0, ends[partition] - start)
+        return backlogs
+
+
+def _stop_all(workers: list[Worker]) -> None:
+    for worker in workers:
+        worker.send("stop")
+    for worker in workers:
+        worker.process.join(timeout=RELEASE_TIMEOUT)
+        if worker.process.is_alive():
+            log.error("%s did not stop; terminating it", worker.process.name)
+            worker.process.terminate()
+
+
+def _work(
+    settings: Settings, pipe: Connection, inherited: list[Connection], stop: threading.Event
+) -> None:
+    """A worker: applies the partitions it is given until told to stop or left alone."""
+    for end in inherited:
+        end.close()
+    topics = Topics(settings.topic_prefix)
+    with ExitStack() as cleanup:
+        consumer = kafka_clients.consumer(settings, None)
+        cleanup.callback(consumer.close, autocommit=False)
+        app = open_app(settings)
+        cleanup.callback(app.close)
+        sink = IngestSink(app, topics.order_results, topics.orders_dlq)
+        loop = TrackedLoop(consumer, sink, MAX_RECORDS, commit=_reporter(pipe))
+        while not stop.is_set():
+            assigned = list(consumer.assignment())
+            try:
+                message = pipe.recv() if pipe.poll(0 if assigned else 0.1) else None
+            except (EOFError, OSError):
+                log.warning("the coordinator is gone; stopping")
+                return
+            if message is None:
+                if assigned:
+                    loop.poll_once()
+            elif message[0] == "assign":
+                if assigned:  # not told to let go first: still, forget what it cached
+                    loop.on_partitions_revoked(assigned)
+                consumer.assign(message[1])
+                loop.on_partitions_assigned(message[1])
+            elif message[0] == "release":
+                loop.on_partitions_revoked(assigned)
+                consumer.unsubscribe()
+                pipe.send(("released",))
+            elif message[0] == "stop":
+                return
+
+
+def _reporter(pipe: Connection) -> Callable[[Offsets], None]:
+    def report(offsets: Offsets) -> None:
+        with suppress(OSError):  # the coordinator is gone: the next look at the pipe says so
+            pipe.send(("moved", offsets))
+
+    return report
