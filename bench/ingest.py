@@ -116,14 +116,13 @@ def raw_insert_rate(settings: Settings, rows: int) -> float:
         return rows / (time.perf_counter() - started)
 
 
-def stored_orders(settings: Settings, topic: str) -> int:
+def stored_orders(watcher: psycopg.Connection[Any], settings: Settings, topic: str) -> int:
     """How many orders the ingest has applied: the sum of its stored positions."""
-    with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute(
-            f'SELECT coalesce(sum(notification_id + 1), 0) FROM "{settings.database_schema}"'
-            ".groupbuying_tracking WHERE application_name LIKE %s",
-            (topic + ":%",),
-        ).fetchone()
+    row = watcher.execute(
+        f'SELECT coalesce(sum(notification_id + 1), 0) FROM "{settings.database_schema}"'
+        ".groupbuying_tracking WHERE application_name LIKE %s",
+        (topic + ":%",),
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -165,6 +164,9 @@ def ingest_rate(
 ) -> dict[str, float]:
     topic = Topics(settings.topic_prefix).orders
     env = os.environ | settings.as_env()
+    # One connection, opened before the clock starts: connecting for each look cost about 4 ms
+    # of CPU on each side, taken from the processes being measured.
+    watcher = psycopg.connect(settings.database_url, autocommit=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     group = [
@@ -176,14 +178,14 @@ def ingest_rate(
     first = None
     show = Timeline(started) if timeline else None
     try:
-        while (done := stored_orders(settings, topic)) < orders:
+        while (done := stored_orders(watcher, settings, topic)) < orders:
             if show is not None:
                 show(done)
             if first is None and done:
                 first = (time.perf_counter(), done)
             if any(process.poll() is not None for process in group):
                 raise RuntimeError("a groupbuy ingest process exited early")
-            time.sleep(0.05)
+            time.sleep(0.01)  # the finish is seen within 10 ms
         finished = time.perf_counter()
         rss = max(peak_rss_mib(pid) for process in group for pid in family(process.pid))
     finally:
@@ -191,6 +193,7 @@ def ingest_rate(
             process.send_signal(signal.SIGTERM)
         for process in group:
             process.wait(timeout=60)
+        watcher.close()
     assert first is not None
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = used.ru_utime + used.ru_stime - before.ru_utime - before.ru_stime

@@ -25,10 +25,11 @@ def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> N
         return
     topics = Topics(settings.topic_prefix)
     with ExitStack() as cleanup:  # closes the app, then the consumer
-        # Made first: it connects in the background while the topics and tables are set up,
-        # and kafka-python waits 0.1 s after that first metadata before it asks again.
+        # Made and subscribed first: it connects and learns of the topic in the background
+        # while the topics and tables are set up.
         consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
         cleanup.callback(consumer.close, autocommit=False)
+        subscription = kafka_clients.Subscription(consumer, [topics.orders])
         admin = kafka_clients.admin(settings)
         ensure_topics(admin, topics, topics.ingest_topics())
         admin.close()
@@ -38,5 +39,5 @@ def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> N
         # One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster
         # with one process (docs/benchmarks.md, Ingest); a quiet topic gives small polls.
         loop = TrackedLoop(consumer, sink, max_records=5000)
-        kafka_clients.subscribe(consumer, [topics.orders], loop)
+        subscription.start(loop)
         loop.run(stop)

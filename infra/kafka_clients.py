@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 
 from infra.settings import Settings
 
@@ -56,23 +62,50 @@ def consumer(settings: Settings, group: str | None) -> KafkaConsumer:
         # in a heartbeat: a second ingest process starts working within a quarter second.
         heartbeat_interval_ms=250,
         metadata_max_age_ms=10_000,  # notice new partitions in seconds, not minutes
+        # Topics are made by ensure_topics with their configured partitions, never by
+        # asking for their metadata (a broker's default would give one partition).
+        allow_auto_create_topics=False,
     )
 
 
 def subscribe(consumer: KafkaConsumer, topics: list[str], listener: object) -> None:
     """Subscribe, then let the group be joined (by the first poll) only once the consumer's
-    metadata knows every topic.
+    metadata knows every topic."""
+    Subscription(consumer, topics).start(listener)
 
-    A group leader that assigns before it has seen a just-created topic assigns none of
-    its partitions, and nobody consumes them until the next metadata refresh. And the
-    metadata must arrive after the subscription: kafka-python takes the subscribed topics'
+
+class Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A subscription made at once, whose listener is named when the service is ready.
+
+    Kafka's metadata for the topics then comes while the service sets itself up: kafka-python
+    asks for it at least 0.1 s after the metadata of its first connection. The group is
+    joined by the first poll, after `start`. That waits until the metadata knows every
+    topic: a group leader that assigns before it has seen a just-created topic assigns none
+    of its partitions, and nobody consumes them until the next metadata refresh. The
+    subscription must come before that metadata: kafka-python takes the subscribed topics'
     partitions from each metadata update, and one that changes them after the first
     assignment makes the whole group join again (0.15 s, and every cached campaign reloaded).
     """
-    consumer.subscribe(topics, listener=listener)
-    deadline = time.monotonic() + 60
-    # partitions_for_topic gives an empty set, not None, for a topic it does not know yet.
-    while not all(consumer.partitions_for_topic(topic) for topic in topics):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Kafka does not know the topics {topics} after 60 s")
-        time.sleep(0.1)
+
+    def __init__(self, consumer: KafkaConsumer, topics: list[str]) -> None:
+        self.consumer, self.topics = consumer, topics
+        self.listener: Any = None
+        consumer.subscribe(topics, listener=self)
+
+    def start(self, listener: object) -> None:
+        """Name the listener (None: none) and wait until the metadata knows every topic."""
+        self.listener = listener
+        deadline = time.monotonic() + 60
+        # partitions_for_topic gives an empty set, not None, for a topic it does not know yet.
+        while not all(self.consumer.partitions_for_topic(topic) for topic in self.topics):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka does not know the topics {self.topics} after 60 s")
+            time.sleep(0.1)
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.listener is not None:
+            self.listener.on_partitions_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self.listener is not None:
+            self.listener.on_partitions_assigned(assigned)
