@@ -26,6 +26,11 @@ def store_env(settings: Settings) -> dict[str, str]:
     }
 
 
+# For a process or thread that alone uses its store (ingestion): one connection, not four,
+# each of which costs a password handshake at start, when every ingest process starts at once.
+ONE_USER = {"POSTGRES_POOL_SIZE": "1"}
+
+
 def open_app(settings: Settings, **env: str) -> GroupBuying:
     return GroupBuying(env=store_env(settings) | env)
 

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
 from infra import kafka_clients
-from infra.app import open_app
+from infra.app import ONE_USER, open_app
 from infra.ingest_workers import run_ingest_workers
 from infra.settings import Settings
 from infra.topics import Topics, ensure_topics
@@ -33,7 +33,7 @@ def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> N
         admin = kafka_clients.admin(settings)
         ensure_topics(admin, topics, topics.ingest_topics())
         admin.close()
-        app = open_app(settings)
+        app = open_app(settings, **ONE_USER)
         cleanup.callback(app.close)
         sink = IngestSink(app, topics.order_results, topics.orders_dlq)
         # One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster

@@ -38,7 +38,7 @@ from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
 from domain.application import GroupBuying
 from infra import kafka_clients
-from infra.app import open_app
+from infra.app import ONE_USER, open_app
 from infra.settings import Settings
 from infra.topics import Topics, ensure_topics
 
@@ -93,7 +93,7 @@ def run_ingest_workers(settings: Settings, stop: threading.Event, workers: int) 
         admin = kafka_clients.admin(settings)
         ensure_topics(admin, topics, topics.ingest_topics())
         admin.close()
-        app = open_app(settings)
+        app = open_app(settings, **ONE_USER)
         cleanup.callback(app.close)
         coordinator = Coordinator(consumer, app, group)
         subscription.start(coordinator)
@@ -230,7 +230,8 @@ def _work(
     with ExitStack() as cleanup:
         consumer = kafka_clients.consumer(settings, None)
         cleanup.callback(consumer.close, autocommit=False)
-        app = open_app(settings)
+        # The coordinator makes the tables before it can assign this worker anything.
+        app = open_app(settings, **ONE_USER, CREATE_TABLE="n")
         cleanup.callback(app.close)
         sink = IngestSink(app, topics.order_results, topics.orders_dlq)
         loop = TrackedLoop(consumer, sink, MAX_RECORDS, commit=_reporter(pipe))
