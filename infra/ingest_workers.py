@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -105,16 +106,19 @@ class Worker:
 
     def __init__(self, process: BaseProcess, pipe: Connection) -> None:
         self.process, self.pipe = process, pipe
+        # The main thread and kafka-python's IO thread (rebalance callbacks) both use it.
+        self.lock = threading.Lock()
 
     def send(self, *message: Any) -> None:
         """Send, or do nothing if the worker is gone (which `receive` then says)."""
-        with suppress(OSError):
+        with self.lock, suppress(OSError):
             self.pipe.send(message)
 
     def receive(self) -> tuple[Any, ...] | None:
         """The next message from the worker, or None if there is none yet."""
         try:
-            return self.pipe.recv() if self.pipe.poll() else None
+            with self.lock:
+                return self.pipe.recv() if self.pipe.poll() else None
         except (EOFError, OSError):
             raise self.died() from None
 
@@ -226,6 +230,8 @@ def _work(
     """A worker: applies the partitions it is given until told to stop or left alone."""
     for end in inherited:
         end.close()
+    # Ctrl-C reaches the whole process group: the coordinator alone decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     topics = Topics(settings.topic_prefix)
     with ExitStack() as cleanup:
         consumer = kafka_clients.consumer(settings, None)
@@ -253,7 +259,8 @@ def _work(
             elif message[0] == "release":
                 loop.on_partitions_revoked(assigned)
                 consumer.unsubscribe()
-                pipe.send(("released",))
+                with suppress(OSError):  # the coordinator is gone: the next look says so
+                    pipe.send(("released",))
             elif message[0] == "stop":
                 return
 

@@ -178,3 +178,20 @@ def test_a_worker_that_dies_stops_its_ingest_and_a_restart_loses_nothing(
     publishing.join()
 
     assert_each_order_stored_once(settings, campaign_ids, orders)
+
+
+def test_ingest_with_workers_stops_cleanly_on_ctrl_c(
+    settings: Settings, campaign_ids: list[str], processes: list[ServiceProcess], tmp_path: Path
+) -> None:
+    log = tmp_path / "ingest.log"
+    ingest = ServiceProcess("ingest", settings, log, "--workers", "2")
+    processes.append(ingest)
+    wait_for(lambda: "ingest-worker-1: " in log.read_text(), what="the partitions shared out")
+    workers = ingest.children()
+
+    for pid in [*workers, ingest.process.pid]:  # as a terminal signals its foreground group
+        os.kill(pid, signal.SIGINT)
+
+    assert ingest.process.wait(timeout=60) == 0
+    assert not any(map(alive, workers))
+    assert "Traceback" not in log.read_text()
