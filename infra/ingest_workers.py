@@ -26,7 +26,7 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -46,6 +46,7 @@ from infra.topics import Topics, ensure_topics
 log = logging.getLogger(__name__)
 MAX_RECORDS = 5000  # a transaction per poll, as a lone ingest process (ingest_service.py)
 RELEASE_TIMEOUT = 60.0  # seconds a worker may take to finish its batch and let go
+BOUNDS_EVERY = 1.0  # seconds between looks at where the partitions end, to split backlogs
 Offsets = dict[TopicPartition, OffsetAndMetadata]
 
 
@@ -85,7 +86,8 @@ def run_ingest_workers(settings: Settings, stop: threading.Event, workers: int) 
     for _, theirs in pipes:
         theirs.close()  # so that a worker's death reads as the end of its pipe
     group = [Worker(process, ours) for process, (ours, _) in zip(processes, pipes, strict=True)]
-    with ExitStack() as cleanup:  # closes the app; leaves the group; stops the workers
+    # On the way out: the workers let go, the app closes, the group is left, the workers stop.
+    with ExitStack() as cleanup:
         cleanup.callback(_stop_all, group)
         consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
         cleanup.callback(consumer.close, autocommit=False)
@@ -96,8 +98,9 @@ def run_ingest_workers(settings: Settings, stop: threading.Event, workers: int) 
         admin.close()
         app = open_app(settings, **ONE_USER)
         cleanup.callback(app.close)
-        coordinator = Coordinator(consumer, app, group)
+        coordinator = Coordinator(consumer, app, group, topics.orders)
         subscription.start(coordinator)
+        cleanup.callback(coordinator.release)
         coordinator.run(stop)
 
 
@@ -130,27 +133,27 @@ class Worker:
 class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     """The group member: shares its partitions out, collects positions, watches workers."""
 
-    def __init__(self, consumer: KafkaConsumer, app: GroupBuying, workers: list[Worker]) -> None:
-        self.consumer, self.app, self.workers = consumer, app, workers
-        self.unshared: list[TopicPartition] | None = None  # assigned, not yet shared out
+    def __init__(
+        self, consumer: KafkaConsumer, app: GroupBuying, workers: list[Worker], topic: str
+    ) -> None:
+        self.consumer, self.app, self.workers, self.topic = consumer, app, workers, topic
+        self.bounds: dict[TopicPartition, tuple[int, int]] = {}  # first and next offsets
+        self.bounds_at = -BOUNDS_EVERY
+        self.holding = False  # whether the workers were given partitions since the last release
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            if time.monotonic() - self.bounds_at >= BOUNDS_EVERY:
+                self._look_at_bounds()  # before the first poll, which joins the group
             # Fetches nothing (its partitions are paused): heartbeats and rebalances.
-            self.consumer.poll(timeout_ms=20)
-            if self.unshared is not None:
-                self._share(self.unshared)
-                self.unshared = None
+            self.consumer.poll(timeout_ms=100)
             self._collect()
 
     # kafka-python calls these two on its IO thread, which must not wait for Kafka.
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.consumer.pause(*assigned)
-        self.unshared = assigned
-
-    def _share(self, assigned: list[TopicPartition]) -> None:
-        backlogs = self._backlogs(assigned)
+        backlogs = {partition: self._backlog(partition) for partition in assigned}
         for worker, share in zip(
             self.workers, split_by_backlog(backlogs, len(self.workers)), strict=True
         ):
@@ -161,12 +164,23 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                 sum(backlogs[p] for p in share),
             )
             worker.send("assign", share)
+        self.holding = True
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Every worker lets go before the group moves on, so that no partition's new owner
-        # starts while one of ours still writes it (fencing would refuse that, at a cost).
-        # A worker that died writes nothing more; the main loop stops the ingest for it.
-        self.unshared = None
+        self.release()
+
+    def release(self) -> None:
+        """Every worker lets go of its partitions (and its cached campaigns).
+
+        Before the group moves on, so that no partition's new owner starts while one of
+        ours still writes it (fencing would refuse that, at a cost). On the way out, the
+        main thread calls this before leaving the group, so that kafka-python's IO thread
+        does not wait on the workers. A worker that died writes nothing more; the main
+        loop stops the ingest for it.
+        """
+        if not self.holding:
+            return
+        self.holding = False
         waiting = [worker for worker in self.workers if worker.process.is_alive()]
         for worker in waiting:
             worker.send("release")
@@ -202,16 +216,23 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             # Only for lag monitoring: a commit lost in a rebalance is harmless.
             self.consumer.commit_async(message[1])
 
-    def _backlogs(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """Records waiting in each partition: from its stored position to its end."""
-        ends = self.consumer.end_offsets(list(partitions))
-        beginnings = self.consumer.beginning_offsets(list(partitions))
-        backlogs = {}
-        for partition in partitions:
-            stored = self.app.max_tracking_id(position_name(partition.topic, partition.partition))
-            start = beginnings[partition] if stored is None else stored + 1
-            backlogs[partition] = max(0, ends[partition] - start)
-        return backlogs
+    def _look_at_bounds(self) -> None:
+        """Where each partition of the topic starts and ends, for the next assignment."""
+        partitions = [
+            TopicPartition(self.topic, number)
+            for number in sorted(self.consumer.partitions_for_topic(self.topic))
+        ]
+        firsts = self.consumer.beginning_offsets(partitions)
+        ends = self.consumer.end_offsets(partitions)
+        self.bounds = {partition: (firsts[partition], ends[partition]) for partition in partitions}
+        self.bounds_at = time.monotonic()
+
+    def _backlog(self, partition: TopicPartition) -> int:
+        """Records waiting in a partition, from its stored position to its end as last seen
+        (at most BOUNDS_EVERY ago; 0 for a partition not seen yet)."""
+        first, end = self.bounds.get(partition, (0, 0))
+        stored = self.app.max_tracking_id(position_name(partition.topic, partition.partition))
+        return max(0, end - (first if stored is None else stored + 1))
 
 
 def _stop_all(workers: list[Worker]) -> None:
