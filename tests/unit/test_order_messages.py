@@ -81,6 +81,10 @@ def test_unknown_extra_fields_are_ignored() -> None:
     assert decode(encode(PLACED | {"coupon": "XMAS", "v": 2})) == decode(encode(PLACED))
 
 
+def test_whitespace_around_the_object_is_json_too() -> None:
+    assert decode(b" \n" + encode(PLACED) + b"\r\n\t ") == decode(encode(PLACED))
+
+
 def test_negative_quantity_is_well_formed_and_left_for_the_domain_to_reject() -> None:
     command = decode(encode(PLACED | {"quantity": -3}))
 
@@ -94,6 +98,7 @@ def test_negative_quantity_is_well_formed_and_left_for_the_domain_to_reject() ->
         (b"\x00\xff not text", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b'{"quantity": NaN}', "not JSON"),
+        (b'{"type": "order.placed"} {"type": "order.placed"}', "not JSON: Extra data"),
         (b"[1, 2]", "not a JSON object but list"),
         (None, "empty message"),
         (b"x" * (MAX_MESSAGE_BYTES + 1), "oversized message"),
