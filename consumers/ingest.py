@@ -41,8 +41,11 @@ class OrderIngestion:
     def apply(self, records: Iterable[Record]) -> IngestBatch:
         batch = IngestBatch()
         appended_ms, now = -1, datetime.min
+        topic, partition, name = "", -1, ""
         for record in records:
-            batch.last_offsets[record.position_name] = record.offset
+            if record.partition != partition or record.topic != topic:  # polls come by partition
+                topic, partition, name = record.topic, record.partition, record.position_name
+            batch.last_offsets[name] = record.offset
             if record.timestamp_ms != appended_ms:  # one producer batch, one append time
                 appended_ms, now = record.timestamp_ms, record.appended_at
             message = self._handle(batch, record, now)
