@@ -147,7 +147,8 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._look_at_bounds()  # before the first poll, which joins the group
             # Fetches nothing (its partitions are paused): heartbeats and rebalances.
             self.consumer.poll(timeout_ms=100)
-            self._collect()
+            if not stop.is_set():
+                self._collect()
 
     # kafka-python calls these two on its IO thread, which must not wait for Kafka.
 
@@ -241,8 +242,8 @@ def _stop_all(workers: list[Worker]) -> None:
     for worker in workers:
         worker.process.join(timeout=RELEASE_TIMEOUT)
         if worker.process.is_alive():
-            log.error("%s did not stop; terminating it", worker.process.name)
-            worker.process.terminate()
+            log.error("%s did not stop; killing it", worker.process.name)
+            worker.process.kill()  # it ignores SIGTERM
 
 
 def _work(
@@ -251,8 +252,10 @@ def _work(
     """A worker: applies the partitions it is given until told to stop or left alone."""
     for end in inherited:
         end.close()
-    # Ctrl-C reaches the whole process group: the coordinator alone decides when to stop.
+    # Ctrl-C reaches the whole process group, and a service manager may send SIGTERM to
+    # every process of the service: the coordinator alone decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     topics = Topics(settings.topic_prefix)
     with ExitStack() as cleanup:
         consumer = kafka_clients.consumer(settings, None)

@@ -180,17 +180,24 @@ def test_a_worker_that_dies_stops_its_ingest_and_a_restart_loses_nothing(
     assert_each_order_stored_once(settings, campaign_ids, orders)
 
 
-def test_ingest_with_workers_stops_cleanly_on_ctrl_c(
-    settings: Settings, campaign_ids: list[str], processes: list[ServiceProcess], tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ingest_with_workers_stops_cleanly_when_every_process_is_signalled(
+    settings: Settings,
+    campaign_ids: list[str],
+    processes: list[ServiceProcess],
+    tmp_path: Path,
+    stop: signal.Signals,
 ) -> None:
+    # As a terminal's Ctrl-C signals its foreground group, and a service manager every
+    # process of a service; the workers first, the harder order.
     log = tmp_path / "ingest.log"
     ingest = ServiceProcess("ingest", settings, log, "--workers", "2")
     processes.append(ingest)
     wait_for(lambda: "ingest-worker-1: " in log.read_text(), what="the partitions shared out")
     workers = ingest.children()
 
-    for pid in [*workers, ingest.process.pid]:  # as a terminal signals its foreground group
-        os.kill(pid, signal.SIGINT)
+    for pid in [*workers, ingest.process.pid]:
+        os.kill(pid, stop)
 
     assert ingest.process.wait(timeout=60) == 0
     assert not any(map(alive, workers))
