@@ -5,13 +5,19 @@ from __future__ import annotations
 import threading
 from contextlib import ExitStack
 
+from kafka import KafkaConsumer
+
 from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
+from domain.application import GroupBuying
 from infra import kafka_clients
 from infra.app import ONE_USER, open_app
-from infra.ingest_workers import run_ingest_workers
 from infra.settings import Settings
 from infra.topics import Topics, ensure_topics
+
+# One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster with one
+# process (docs/benchmarks.md, Ingest); a quiet topic gives small polls.
+MAX_RECORDS = 5000
 
 
 def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> None:
@@ -21,23 +27,35 @@ def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> N
     (infra/ingest_workers.py); it must then be a process's main thread.
     """
     if workers > 1:
+        from infra.ingest_workers import run_ingest_workers  # it imports this module
+
         run_ingest_workers(settings, stop, workers)
         return
-    topics = Topics(settings.topic_prefix)
     with ExitStack() as cleanup:  # closes the app, then the consumer
-        # Made and subscribed first: it connects and learns of the topic in the background
-        # while the topics and tables are set up.
-        consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
-        cleanup.callback(consumer.close, autocommit=False)
-        subscription = kafka_clients.Subscription(consumer, [topics.orders])
-        admin = kafka_clients.admin(settings)
-        ensure_topics(admin, topics, topics.ingest_topics())
-        admin.close()
-        app = open_app(settings, **ONE_USER)
-        cleanup.callback(app.close)
+        consumer, subscription, app, topics = join_ingest_group(settings, cleanup)
         sink = IngestSink(app, topics.order_results, topics.orders_dlq)
-        # One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster
-        # with one process (docs/benchmarks.md, Ingest); a quiet topic gives small polls.
-        loop = TrackedLoop(consumer, sink, max_records=5000)
+        loop = TrackedLoop(consumer, sink, max_records=MAX_RECORDS)
         subscription.start(loop)
         loop.run(stop)
+
+
+def join_ingest_group(
+    settings: Settings, cleanup: ExitStack
+) -> tuple[KafkaConsumer, kafka_clients.Subscription, GroupBuying, Topics]:
+    """The ingest group's consumer of the orders topic, and the application; `cleanup`
+    closes both, the application first.
+
+    The consumer is made and subscribed first: it connects and learns of the topic in the
+    background while the topics and tables are set up. The group is joined once the caller
+    names its listener (`Subscription.start`) and polls.
+    """
+    topics = Topics(settings.topic_prefix)
+    consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
+    cleanup.callback(consumer.close, autocommit=False)
+    subscription = kafka_clients.Subscription(consumer, [topics.orders])
+    admin = kafka_clients.admin(settings)
+    ensure_topics(admin, topics, topics.ingest_topics())
+    admin.close()
+    app = open_app(settings, **ONE_USER)
+    cleanup.callback(app.close)
+    return consumer, subscription, app, topics

@@ -40,11 +40,11 @@ from consumers.loop import TrackedLoop
 from domain.application import GroupBuying
 from infra import kafka_clients
 from infra.app import ONE_USER, open_app
+from infra.ingest_service import MAX_RECORDS, join_ingest_group
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
+from infra.topics import Topics
 
 log = logging.getLogger(__name__)
-MAX_RECORDS = 5000  # a transaction per poll, as a lone ingest process (ingest_service.py)
 RELEASE_TIMEOUT = 60.0  # seconds a worker may take to finish its batch and let go
 BOUNDS_EVERY = 1.0  # seconds between looks at where the partitions end, to split backlogs
 Offsets = dict[TopicPartition, OffsetAndMetadata]
@@ -89,15 +89,7 @@ def run_ingest_workers(settings: Settings, stop: threading.Event, workers: int) 
     # On the way out: the workers let go, the app closes, the group is left, the workers stop.
     with ExitStack() as cleanup:
         cleanup.callback(_stop_all, group)
-        consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
-        cleanup.callback(consumer.close, autocommit=False)
-        topics = Topics(settings.topic_prefix)
-        subscription = kafka_clients.Subscription(consumer, [topics.orders])
-        admin = kafka_clients.admin(settings)
-        ensure_topics(admin, topics, topics.ingest_topics())
-        admin.close()
-        app = open_app(settings, **ONE_USER)
-        cleanup.callback(app.close)
+        consumer, subscription, app, topics = join_ingest_group(settings, cleanup)
         coordinator = Coordinator(consumer, app, group, topics.orders)
         subscription.start(coordinator)
         cleanup.callback(coordinator.release)
