@@ -32,11 +32,13 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from consumers.batch import position_name
 from consumers.ingest import IngestSink
-from consumers.loop import TrackedLoop
+from consumers.loop import RETRY_PAUSE, TrackedLoop
 from domain.application import GroupBuying
 from infra import kafka_clients
 from infra.app import ONE_USER, open_app
@@ -222,9 +224,14 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _backlog(self, partition: TopicPartition) -> int:
         """Records waiting in a partition, from its stored position to its end as last seen
-        (at most BOUNDS_EVERY ago; 0 for a partition not seen yet)."""
+        (at most BOUNDS_EVERY ago; 0 for a partition not seen yet, or if the database cannot
+        say: the shares are then only even in number, and the workers are not held up)."""
         first, end = self.bounds.get(partition, (0, 0))
-        stored = self.app.max_tracking_id(position_name(partition.topic, partition.partition))
+        try:
+            stored = self.app.max_tracking_id(position_name(partition.topic, partition.partition))
+        except (PersistenceError, psycopg.Error) as error:
+            log.warning("no stored position for %s (%s); sharing it out as empty", partition, error)
+            return 0
         return max(0, end - (first if stored is None else stored + 1))
 
 
@@ -257,28 +264,44 @@ def _work(
         cleanup.callback(app.close)
         sink = IngestSink(app, topics.order_results, topics.orders_dlq)
         loop = TrackedLoop(consumer, sink, MAX_RECORDS, commit=_reporter(pipe))
+        unread: list[TopicPartition] = []  # assigned, but their stored positions not yet read
         while not stop.is_set():
             assigned = list(consumer.assignment())
             try:
-                message = pipe.recv() if pipe.poll(0 if assigned else 0.1) else None
+                wait = RETRY_PAUSE if unread else 0 if assigned else 0.1
+                message = pipe.recv() if pipe.poll(wait) else None
             except (EOFError, OSError):
                 log.warning("the coordinator is gone; stopping")
                 return
             if message is None:
-                if assigned:
+                if unread:
+                    unread = _seek_to_stored(loop, unread)
+                elif assigned:
                     loop.poll_once()
             elif message[0] == "assign":
                 if assigned:  # not told to let go first: still, forget what it cached
                     loop.on_partitions_revoked(assigned)
                 consumer.assign(message[1])
-                loop.on_partitions_assigned(message[1])
+                unread = _seek_to_stored(loop, message[1])
             elif message[0] == "release":
+                unread = []
                 loop.on_partitions_revoked(assigned)
                 consumer.unsubscribe()
                 with suppress(OSError):  # the coordinator is gone: the next look says so
                     pipe.send(("released",))
             elif message[0] == "stop":
                 return
+
+
+def _seek_to_stored(loop: TrackedLoop, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """Seek each partition to its stored position; all of them again if the database failed
+    (the worker then reads nothing from them, and tries again after RETRY_PAUSE)."""
+    try:
+        loop.on_partitions_assigned(partitions)
+    except (PersistenceError, psycopg.Error) as error:
+        log.warning("cannot read the stored positions (%s); again in %.0f s", error, RETRY_PAUSE)
+        return partitions
+    return []
 
 
 def _reporter(pipe: Connection) -> Callable[[Offsets], None]:

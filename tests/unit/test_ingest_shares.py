@@ -1,12 +1,16 @@
-"""How `groupbuy ingest --workers N` shares its partitions out: by the orders waiting."""
+"""How `groupbuy ingest --workers N` shares its partitions out: by the orders waiting, and
+when the database cannot say."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import psycopg
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
-from infra.ingest_workers import split_by_backlog
+from infra.ingest_workers import Coordinator, _seek_to_stored, split_by_backlog
 
 
 def partitions(*backlogs: int) -> dict[TopicPartition, int]:
@@ -51,3 +55,79 @@ def test_every_partition_is_in_exactly_one_share_and_no_share_could_give_one_awa
     fullest = loads.index(max(loads))
     smallest = min((backlogs[p] for p in shares[fullest]), default=0)
     assert max(loads) - min(loads) <= smallest
+
+
+class FakeWorker:
+    def __init__(self, name: str) -> None:
+        self.process = SimpleNamespace(name=name)
+        self.sent: list[tuple[object, ...]] = []
+
+    def send(self, *message: object) -> None:
+        self.sent.append(message)
+
+
+def shared(worker: FakeWorker) -> list[int]:
+    """The partitions of the one message a worker was sent, which must be an assignment."""
+    [(kind, partitions)] = worker.sent
+    assert kind == "assign"
+    return [partition.partition for partition in partitions]  # type: ignore[attr-defined]
+
+
+class DatabaseDown:
+    def max_tracking_id(self, name: str) -> int | None:
+        raise psycopg.OperationalError("connection refused")
+
+
+class Positions:
+    def __init__(self, stored: dict[str, int]) -> None:
+        self.stored = stored
+
+    def max_tracking_id(self, name: str) -> int | None:
+        return self.stored.get(name)
+
+
+def coordinator(app: object, workers: list[FakeWorker]) -> Coordinator:
+    consumer = SimpleNamespace(pause=lambda *partitions: None)
+    return Coordinator(consumer, app, workers, "orders")  # type: ignore[arg-type]
+
+
+def test_an_assignment_is_shared_by_what_waits_after_the_stored_positions() -> None:
+    workers = [FakeWorker("w0"), FakeWorker("w1")]
+    sharing = coordinator(Positions({"orders:0": 8_999}), workers)
+    sharing.bounds = {TopicPartition("orders", n): (0, 10_000) for n in range(3)}
+
+    sharing.on_partitions_assigned([TopicPartition("orders", n) for n in range(3)])
+
+    # Partition 0 has 1,000 left, 1 and 2 have 10,000 each.
+    assert [shared(worker) for worker in workers] == [[1, 0], [2]]
+    assert sharing.holding
+
+
+def test_an_assignment_still_reaches_the_workers_when_the_database_cannot_say_what_waits() -> None:
+    workers = [FakeWorker("w0"), FakeWorker("w1")]
+    sharing = coordinator(DatabaseDown(), workers)
+    sharing.bounds = {TopicPartition("orders", n): (0, 1_000) for n in range(4)}
+
+    sharing.on_partitions_assigned([TopicPartition("orders", n) for n in range(4)])
+
+    assert [shared(worker) for worker in workers] == [[0, 2], [1, 3]]
+
+
+class Loop:
+    def __init__(self, failures: int) -> None:
+        self.failures, self.seeks = failures, 0
+
+    def on_partitions_assigned(self, partitions: list[TopicPartition]) -> None:
+        self.seeks += 1
+        if self.failures:
+            self.failures -= 1
+            raise psycopg.OperationalError("connection refused")
+
+
+def test_a_worker_that_cannot_read_its_stored_positions_keeps_its_partitions_to_try_again() -> None:
+    partitions = [TopicPartition("orders", 3)]
+    loop = Loop(failures=1)
+
+    assert _seek_to_stored(loop, partitions) == partitions  # type: ignore[arg-type]
+    assert _seek_to_stored(loop, partitions) == []  # type: ignore[arg-type]
+    assert loop.seeks == 2
