@@ -60,7 +60,8 @@ def split_by_backlog(
     backlogs: dict[TopicPartition, int], workers: int
 ) -> list[list[TopicPartition]]:
     """The partitions in `workers` shares of about equal backlog: the largest first, each to
-    the share with the least so far (ties: the lower share, then the lower partition)."""
+    the share with the least so far (of equal shares, the one with fewer partitions, then
+    the first; partitions of equal backlog in their order)."""
     shares: list[list[TopicPartition]] = [[] for _ in range(workers)]
     loads = [0] * workers
     for partition in sorted(backlogs, key=lambda p: (-backlogs[p], p.topic, p.partition)):
