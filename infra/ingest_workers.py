@@ -260,6 +260,8 @@ def _work(
     with ExitStack() as cleanup:
         consumer = kafka_clients.consumer(settings, None)
         cleanup.callback(consumer.close, autocommit=False)
+        # Learnt while the coordinator joins the group, so that its first fetch goes at once.
+        kafka_clients.know_topics(consumer, [topics.orders])
         # The coordinator makes the tables before it can assign this worker anything.
         app = open_app(settings, **ONE_USER, CREATE_TABLE="n")
         cleanup.callback(app.close)

@@ -16,14 +16,34 @@ def test_a_subscription_backs_off_briefly_until_its_topics_are_known_then_as_con
     ensure_topics(kafka_admin, topics, [topics.orders])
     consumer = kafka_clients.consumer(settings, "groupbuy-test")
     try:
-        subscription = kafka_clients.Subscription(consumer, [topics.orders])
+        metadata = kafka_clients.metadata_settings(consumer)
         # None would mean kafka-python moved its metadata settings: the work-around is gone.
-        assert subscription.metadata is not None
-        assert subscription.metadata["retry_backoff_ms"] == kafka_clients.STARTING_BACKOFF_MS
+        assert metadata is not None
+        subscription = kafka_clients.Subscription(consumer, [topics.orders])
+        assert metadata["retry_backoff_ms"] == kafka_clients.STARTING_BACKOFF_MS
 
         subscription.start(None)
 
         assert consumer.partitions_for_topic(topics.orders) == set(range(partitions_from_env()))
-        assert subscription.metadata["retry_backoff_ms"] == consumer.config["retry_backoff_ms"]
+        assert metadata["retry_backoff_ms"] == consumer.config["retry_backoff_ms"]
+    finally:
+        consumer.close()
+
+
+def test_a_reader_learns_its_topics_before_it_is_given_partitions(
+    settings: Settings, kafka_admin: KafkaAdminClient
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    ensure_topics(kafka_admin, topics, [topics.orders])
+    consumer = kafka_clients.consumer(settings, None)
+    try:
+        kafka_clients.know_topics(consumer, [topics.orders])
+
+        # What it knows already: the consumer's own partitions_for_topic would ask Kafka.
+        known = consumer._cluster.partitions_for_topic(topics.orders)
+        assert known == set(range(partitions_from_env()))
+        metadata = kafka_clients.metadata_settings(consumer)
+        assert metadata is not None
+        assert metadata["retry_backoff_ms"] == consumer.config["retry_backoff_ms"]
     finally:
         consumer.close()
