@@ -8,6 +8,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,117 +56,116 @@ def relay(settings: Settings) -> Iterator[None]:
         yield
 
 
-def publish_in_trickles(settings: Settings, orders: list[dict[str, Any]]) -> threading.Thread:
-    """Publish in small chunks, so that crashes land in the middle of the stream."""
+@dataclass(frozen=True)
+class Stream:
+    """A stream of orders for the open campaigns, with a relay publishing their results."""
 
-    def trickle() -> None:
-        for start in range(0, len(orders), 100):
-            publish(settings, Topics(settings.topic_prefix).orders, orders[start : start + 100])
+    settings: Settings
+    campaign_ids: list[str]
+    orders: list[dict[str, Any]]
 
-    thread = threading.Thread(target=trickle)
-    thread.start()
-    return thread
+    def trickle(self) -> threading.Thread:
+        """Publish in small chunks, so that crashes land in the middle of the stream."""
+        topic = Topics(self.settings.topic_prefix).orders
+
+        def trickle() -> None:
+            for start in range(0, len(self.orders), 100):
+                publish(self.settings, topic, self.orders[start : start + 100])
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        return thread
+
+    def wait_for_a_quarter(self) -> None:
+        wait_for(lambda: self.result_count() >= ORDERS // 4, what="a quarter of the results")
+
+    def result_count(self) -> int:
+        topic = Topics(self.settings.topic_prefix).order_results
+        return len(read_until(self.settings, topic, lambda _: False, 0.5))
+
+    def assert_each_order_stored_once(self) -> None:
+        settings, orders = self.settings, self.orders
+        results = read_json(settings, Topics(settings.topic_prefix).order_results, len(orders), 120)
+        # Results are at least once: a crash may repeat one, never change it or lose it.
+        assert {r["order_id"] for r in results} == {o["order_id"] for o in orders}
+        assert {r["type"] for r in results} == {"order.accepted"}
+        reader = open_app(settings)
+        placements: Counter[str] = Counter()
+        committed = 0
+        for campaign_id in self.campaign_ids:
+            for event in reader.events.get(Campaign.create_id(campaign_id)):
+                if isinstance(event, Campaign.CommitmentPlaced):
+                    placements[event.order_id] += 1
+            committed += reader.get_campaign(campaign_id).committed_quantity
+        reader.close()
+        assert placements == Counter({o["order_id"]: 1 for o in orders})
+        assert committed == sum(o["quantity"] for o in orders)
 
 
-def result_count(settings: Settings) -> int:
-    return len(
-        read_until(settings, Topics(settings.topic_prefix).order_results, lambda _: False, 0.5)
-    )
-
-
-def assert_each_order_stored_once(
-    settings: Settings, campaign_ids: list[str], orders: list[dict[str, Any]]
-) -> None:
-    results = read_json(settings, Topics(settings.topic_prefix).order_results, len(orders), 120)
-    # Results are at least once: a crash may repeat one, never change it or lose it.
-    assert {r["order_id"] for r in results} == {o["order_id"] for o in orders}
-    assert {r["type"] for r in results} == {"order.accepted"}
-    reader = open_app(settings)
-    placements: Counter[str] = Counter()
-    committed = 0
-    for campaign_id in campaign_ids:
-        for event in reader.events.get(Campaign.create_id(campaign_id)):
-            if isinstance(event, Campaign.CommitmentPlaced):
-                placements[event.order_id] += 1
-        committed += reader.get_campaign(campaign_id).committed_quantity
-    reader.close()
-    assert placements == Counter({o["order_id"]: 1 for o in orders})
-    assert committed == sum(o["quantity"] for o in orders)
+@pytest.fixture
+def stream(
+    settings: Settings, campaign_ids: list[str], orders: list[dict[str, Any]], relay: None
+) -> Stream:
+    return Stream(settings, campaign_ids, orders)
 
 
 def test_ingest_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing_twice(
-    settings: Settings,
-    campaign_ids: list[str],
-    orders: list[dict[str, Any]],
-    processes: list[ServiceProcess],
-    relay: None,
-    tmp_path: Path,
+    stream: Stream, processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
+    settings = stream.settings
     processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-1.log"))
-    publishing = publish_in_trickles(settings, orders)
-    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    publishing = stream.trickle()
+    stream.wait_for_a_quarter()
     processes[0].kill()
     processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-2.log"))
     publishing.join()
 
-    assert_each_order_stored_once(settings, campaign_ids, orders)
+    stream.assert_each_order_stored_once()
 
 
 def test_two_ingest_processes_share_the_work_and_survive_one_being_killed(
-    settings: Settings,
-    campaign_ids: list[str],
-    orders: list[dict[str, Any]],
-    processes: list[ServiceProcess],
-    relay: None,
-    tmp_path: Path,
+    stream: Stream, processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
+    settings = stream.settings
     processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-a.log"))
     processes.append(ServiceProcess("ingest", settings, tmp_path / "ingest-b.log"))
-    publishing = publish_in_trickles(settings, orders)
-    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    publishing = stream.trickle()
+    stream.wait_for_a_quarter()
     processes[0].kill()
     publishing.join()
 
-    assert_each_order_stored_once(settings, campaign_ids, orders)
+    stream.assert_each_order_stored_once()
 
 
 def test_ingest_with_workers_shares_partitions_with_another_and_survives_being_killed(
-    settings: Settings,
-    campaign_ids: list[str],
-    orders: list[dict[str, Any]],
-    processes: list[ServiceProcess],
-    relay: None,
-    tmp_path: Path,
+    stream: Stream, processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
+    settings = stream.settings
     for name in ("a", "b"):
         log = tmp_path / f"ingest-{name}.log"
         processes.append(ServiceProcess("ingest", settings, log, "--workers", "2"))
-    publishing = publish_in_trickles(settings, orders)
+    publishing = stream.trickle()
     wait_for(lambda: len(processes[0].children()) == 2, what="the two workers of ingest a")
-    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    stream.wait_for_a_quarter()
     workers = processes[0].children()
     processes[0].kill()  # its workers lose their coordinator in the middle of the stream
     wait_for(lambda: not any(map(alive, workers)), timeout=30, what="ingest a's workers to stop")
     publishing.join()
 
-    assert_each_order_stored_once(settings, campaign_ids, orders)
+    stream.assert_each_order_stored_once()
     shared = (tmp_path / "ingest-b.log").read_text()  # b's two workers both had partitions
     assert re.search(r"ingest-worker-0: \S+:\d", shared)
     assert re.search(r"ingest-worker-1: \S+:\d", shared)
 
 
 def test_a_worker_that_dies_stops_its_ingest_and_a_restart_loses_nothing(
-    settings: Settings,
-    campaign_ids: list[str],
-    orders: list[dict[str, Any]],
-    processes: list[ServiceProcess],
-    relay: None,
-    tmp_path: Path,
+    stream: Stream, processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
+    settings = stream.settings
     log = tmp_path / "ingest-1.log"
     processes.append(ServiceProcess("ingest", settings, log, "--workers", "2"))
-    publishing = publish_in_trickles(settings, orders)
-    wait_for(lambda: result_count(settings) >= ORDERS // 4, what="a quarter of the results")
+    publishing = stream.trickle()
+    stream.wait_for_a_quarter()
     dying, other = processes[0].children()
     os.kill(dying, signal.SIGKILL)
 
@@ -177,7 +177,7 @@ def test_a_worker_that_dies_stops_its_ingest_and_a_restart_loses_nothing(
     )
     publishing.join()
 
-    assert_each_order_stored_once(settings, campaign_ids, orders)
+    stream.assert_each_order_stored_once()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
