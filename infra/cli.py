@@ -26,6 +26,7 @@ from infra.commands import (
     require_postgres,
 )
 from infra.ingest_service import run_ingest
+from infra.ingest_workers import run_ingest_workers
 from infra.project_service import run_project
 from infra.relay_service import run_relay
 from infra.settings import Settings
@@ -68,9 +69,6 @@ def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
     for name, (service, summary) in SERVICES_AND_RUN.items():
         command = commands.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES)
-        command.set_defaults(
-            run=lambda settings, _, service=service: run_service(service, settings)
-        )
         if name == "ingest":
             command.add_argument(
                 "--workers",
@@ -79,14 +77,21 @@ def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
                 help="processes applying orders, under one member of the consumer group "
                 "(default 1; up to one per core)",
             )
-            command.set_defaults(
-                run=lambda settings, arguments: run_service(
-                    partial(run_ingest, workers=arguments.workers), settings
-                )
+        command.set_defaults(
+            run=lambda settings, arguments, service=service: run_service(
+                _with_options(service, arguments), settings
             )
+        )
     if not services_only:
         _add_other_commands(root, commands)
     return root
+
+
+def _with_options(service: Service, arguments: argparse.Namespace) -> Service:
+    """The service as its command's options ask: ingest with workers is another service."""
+    if service is run_ingest and arguments.workers > 1:
+        return partial(run_ingest_workers, workers=arguments.workers)
+    return service
 
 
 def _add_other_commands(root: argparse.ArgumentParser, commands: Any) -> None:

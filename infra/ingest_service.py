@@ -20,17 +20,11 @@ from infra.topics import Topics, ensure_topics
 MAX_RECORDS = 5000
 
 
-def run_ingest(settings: Settings, stop: threading.Event, workers: int = 1) -> None:
+def run_ingest(settings: Settings, stop: threading.Event) -> None:
     """Apply orders until `stop` is set; `groupbuy relay` publishes the results.
 
-    With more than one worker, this process coordinates worker processes of its own
-    (infra/ingest_workers.py); it must then be a process's main thread.
+    `groupbuy ingest --workers N` runs infra/ingest_workers.py instead.
     """
-    if workers > 1:
-        from infra.ingest_workers import run_ingest_workers  # it imports this module
-
-        run_ingest_workers(settings, stop, workers)
-        return
     with ExitStack() as cleanup:  # closes the app, then the consumer
         consumer, subscription, app, topics = join_ingest_group(settings, cleanup)
         sink = IngestSink(app, topics.order_results, topics.orders_dlq)
