@@ -4,20 +4,45 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from domain.definition import CampaignDefinition
+from domain.ledger import Closing
 from domain.money import fits_currency
 from domain.outcomes import CloseReason, Order, Reason
-
-if TYPE_CHECKING:
-    from domain.campaign import Campaign
 
 # Far above any real order, far below what would overflow a read model's integer column.
 MAX_ORDER_QUANTITY = 1_000_000
 MAX_ID_LENGTH = 200
 
 
-def order_rejection(campaign: Campaign, order: Order, now: datetime) -> Reason | None:
+class RuledCampaign(Protocol):
+    """What the rules read of a campaign: the Campaign aggregate imports this module, so
+    the rules name what they need rather than import the aggregate back.
+
+    Properties, not plain attributes: read-only members let the aggregate's computed
+    `committed_quantity` and the library's `created_on` match.
+    """
+
+    @property
+    def definition(self) -> CampaignDefinition: ...
+
+    @property
+    def closing(self) -> Closing | None: ...
+
+    @property
+    def deadline(self) -> datetime: ...
+
+    @property
+    def created_on(self) -> datetime: ...
+
+    @property
+    def committed_quantity(self) -> int: ...
+
+    def buyer_quantity(self, site_id: str, buyer_id: str) -> int: ...
+
+
+def order_rejection(campaign: RuledCampaign, order: Order, now: datetime) -> Reason | None:
     """Why `order` cannot be accepted now, or None if it can."""
     if not is_sensible(order, campaign.definition.currency):
         return Reason.INVALID
@@ -38,7 +63,7 @@ def order_rejection(campaign: Campaign, order: Order, now: datetime) -> Reason |
     return None
 
 
-def accepting_from(campaign: Campaign) -> datetime:
+def accepting_from(campaign: RuledCampaign) -> datetime:
     """When orders start to count: once opened, and not before `opens_at` if it has one.
 
     An order that reached Kafka before the campaign was opened came too early, even if
@@ -48,7 +73,7 @@ def accepting_from(campaign: Campaign) -> datetime:
     return campaign.created_on if opens_at is None else max(opens_at, campaign.created_on)
 
 
-def cancellation_rejection(campaign: Campaign, now: datetime) -> Reason | None:
+def cancellation_rejection(campaign: RuledCampaign, now: datetime) -> Reason | None:
     """Why a live commitment cannot be withdrawn now, or None if it can."""
     if campaign.closing is not None or now >= campaign.deadline:
         return Reason.CAMPAIGN_CLOSED
