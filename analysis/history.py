@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from analysis.errors import NotYetOpenedError
-from analysis.replay import fold
+from analysis.fold import fold
 from domain.campaign import Campaign
 from domain.clearing import clear
 from domain.timefmt import format_instant, utc

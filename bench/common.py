@@ -11,11 +11,10 @@ from dataclasses import replace
 from typing import Any
 
 import psycopg
-from kafka import KafkaAdminClient
 
 from domain.definition import CampaignDefinition
+from infra.adapters.kafka_clients import delete_topics_named
 from infra.settings import Settings
-from infra.topics import delete_topics_named
 
 
 @contextlib.contextmanager
@@ -35,9 +34,7 @@ def isolated_settings(name: str) -> Iterator[Settings]:
         if not os.environ.get("BENCH_KEEP"):
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{settings.database_schema}" CASCADE')
-            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-            delete_topics_named(admin, settings.topic_prefix)
-            admin.close()
+            delete_topics_named(settings, settings.topic_prefix)
 
 
 def report(figures: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
-"""Deadline to purchase order: 200 campaigns sharing one deadline; p50, p99, max.
+"""Deadline to purchase order: 200 campaigns sharing one deadline; p50, p99, max."""
 
-python -m bench.deadline                  # 200 campaigns, 10 suppliers
-python -m bench.deadline --campaigns 50
-"""
+# Usage:
+#   python -m bench.deadline                  # 200 campaigns, 10 suppliers
+#   python -m bench.deadline --campaigns 50
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from bench.common import isolated_settings, report, spec_campaign
 from bench.ingest import GROUPBUY
 from domain.campaign import Campaign
-from infra import kafka_clients
-from infra.app import open_app
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
 
 SUPPLIERS = 10
 LEAD = 25.0  # seconds from opening to the deadline: services start, orders are ingested
@@ -45,9 +45,7 @@ def prepare(settings: Settings, campaigns: int) -> tuple[datetime, list[str]]:
         app.open_campaign(definition, datetime.now(UTC))
     app.close()
     supplier_topics = [topics.settlements(s) for s in suppliers]
-    admin = kafka_clients.admin(settings)
-    ensure_topics(admin, topics, [*topics.ingest_topics(), *supplier_topics])
-    admin.close()
+    kafka_clients.ensure_topics(settings, [*topics.ingest_topics(), *supplier_topics])
     orders = [
         {
             "type": "order.placed",

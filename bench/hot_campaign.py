@@ -1,12 +1,10 @@
-"""Hot campaign: 100,000 commitments into one campaign; do the last run as fast as the first?
+"""Hot campaign: 100,000 commitments into one campaign; do the last run as fast as the first?"""
 
-python -m bench.hot_campaign                          # in memory, then on PostgreSQL
-python -m bench.hot_campaign --count 5000 --store memory
-python -m bench.hot_campaign --cache deepcopy         # the alternatives, to compare
-python -m bench.hot_campaign --snapshot-interval 10000
-
-PostgreSQL comes from GROUPBUY_DATABASE_URL; the run uses a fresh schema and drops it.
-"""
+# Usage:
+#   python -m bench.hot_campaign                          # in memory, then on PostgreSQL
+#   python -m bench.hot_campaign --count 5000 --store memory
+#   python -m bench.hot_campaign --cache deepcopy         # the alternatives, to compare
+#   python -m bench.hot_campaign --snapshot-interval 10000
 
 from __future__ import annotations
 

@@ -1,13 +1,11 @@
-"""Ingest throughput against raw PostgreSQL inserts in the same run; peak RSS of the process.
+"""Ingest throughput against raw PostgreSQL inserts in the same run; peak RSS of the process."""
 
-It runs `groupbuy ingest --workers N` with, unless told otherwise, a worker for each core.
-
-python -m bench.ingest --rounds 3                 # 100,000 orders over 20 campaigns; best of 3
-python -m bench.ingest --workers 1 --rounds 3     # one worker: the process alone
-python -m bench.ingest --workers 1 --processes 2  # two processes in the group, one worker each
-python -m bench.ingest --campaigns 10000 --orders 20000 --no-baseline   # memory
-python -m bench.ingest --timeline                 # orders stored and CPU busy, every 0.25 s
-"""
+# Usage:
+#   python -m bench.ingest --rounds 3                 # 100,000 orders over 20 campaigns; best of 3
+#   python -m bench.ingest --workers 1 --rounds 3     # one worker: the process alone
+#   python -m bench.ingest --workers 1 --processes 2  # two processes in the group, one worker each
+#   python -m bench.ingest --campaigns 10000 --orders 20000 --no-baseline   # memory
+#   python -m bench.ingest --timeline                 # orders stored and CPU busy, every 0.25 s
 
 from __future__ import annotations
 
@@ -30,10 +28,10 @@ from kafka import KafkaProducer
 
 from bench.common import isolated_settings, peak_rss_mib, report, spec_campaign
 from domain.definition import CampaignDefinition
-from infra import kafka_clients
-from infra.app import open_app
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
 
 GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
 RAW_BATCH = 500
@@ -65,9 +63,7 @@ def order(campaign_id: str, n: int, rng: random.Random) -> dict[str, Any]:
 def prepare(settings: Settings, campaigns: int, orders: int) -> float:
     """Open the campaigns and pre-publish the orders; the publishing rate."""
     topics = Topics(settings.topic_prefix)
-    admin = kafka_clients.admin(settings)
-    ensure_topics(admin, topics, topics.ingest_topics())
-    admin.close()
+    kafka_clients.ensure_topics(settings, topics.ingest_topics())
     app = open_app(settings)
     ids = [f"bench-{n}" for n in range(campaigns)]
     now = datetime.now(UTC)

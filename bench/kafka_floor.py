@@ -1,12 +1,8 @@
-"""kafka-python alone: how fast group members that only count the ingest benchmark's orders
-read them, from their start, against raw inserts in the same round.
+"""kafka-python alone: group members that only count the ingest benchmark's orders, timed."""
 
-What ingestion cannot beat: its processes read the same records with the same consumer
-settings, and do everything else besides.
-
-python -m bench.kafka_floor                    # one process
-python -m bench.kafka_floor --processes 2 --rounds 3
-"""
+# Usage:
+#   python -m bench.kafka_floor                    # one process
+#   python -m bench.kafka_floor --processes 2 --rounds 3
 
 from __future__ import annotations
 
@@ -21,9 +17,9 @@ from typing import Any
 
 from bench.common import isolated_settings, report
 from bench.ingest import prepare, raw_insert_rate
-from infra import kafka_clients
+from infra.adapters import kafka_clients
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics
 
 
 def count(settings: Settings, topic: str, group: str) -> None:

@@ -1,8 +1,8 @@
-"""Order-to-read-model latency at a steady publishing rate: p50, p99, max.
+"""Order-to-read-model latency at a steady publishing rate: p50, p99, max."""
 
-python -m bench.latency                 # 500 orders/s for 20 s
-python -m bench.latency --rate 200 --seconds 5
-"""
+# Usage:
+#   python -m bench.latency                 # 500 orders/s for 20 s
+#   python -m bench.latency --rate 200 --seconds 5
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from psycopg.sql import SQL
 
 from bench.common import isolated_settings, report
 from bench.ingest import GROUPBUY, definition, order
-from infra.app import open_app
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics
 from projections.read_models import ReadModelTables
 
 CAMPAIGNS = 20

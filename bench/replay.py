@@ -1,13 +1,8 @@
-"""Replay rate against a raw SELECT of the same rows, in the same run; peak memory.
+"""Replay rate against a raw SELECT of the same rows, in the same run; peak memory."""
 
-python -m bench.replay                    # 1,000,000 events over 200 campaigns
-python -m bench.replay --events 100000    # a quick look
-
-The events are made by the domain (orders placed, some conditional, some withdrawn, every
-campaign closed at the end) and saved to a fresh schema of the configured PostgreSQL. Then,
-in turns: a plain psycopg SELECT of every stored row, paged as the replay pages, and
-`groupbuy replay`'s rebuild of every read model into a fresh schema. Last line: JSON.
-"""
+# Usage:
+#   python -m bench.replay                    # 1,000,000 events over 200 campaigns
+#   python -m bench.replay --events 100000    # a quick look
 
 from __future__ import annotations
 
@@ -25,8 +20,10 @@ from psycopg.sql import SQL, Identifier
 from bench.common import isolated_settings, report, spec_campaign
 from domain.application import GroupBuying
 from domain.outcomes import Order
-from infra.app import open_app, recorder_of
-from infra.replay import PAGE, fresh_tables, rebuild_from_store
+from infra.adapters.app import open_app, recorder_of
+from infra.replay.from_store import rebuild_from_store
+from infra.replay.rebuilt import fresh_tables
+from infra.replay.stored_events import PAGE
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
 

@@ -1,1 +1,1 @@
-"""Wiring and real services: settings, Kafka and PostgreSQL adapters, CLI, local launchers."""
+"""Wiring by role: settings, adapters, services, the read-model replay, the CLI, local launchers."""

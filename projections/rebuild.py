@@ -1,17 +1,4 @@
-"""A set of read models built from zero in one pass, for `groupbuy replay`.
-
-The live projector (projections/live.py) updates rows event by event, a statement each. A
-rebuild reads the whole history, so it folds the events in memory instead and writes each
-table once with COPY: the rows come out the same, which `groupbuy replay --verify` and the
-tests check against the live projector.
-
-Commitments and price points are streamed out as they come. How a commitment ends (withdrawn,
-filled or released at the close) comes later in the history: when the caller knows the
-endings beforehand (`Endings`, from a first pass over the few events that end commitments),
-each commitment is written once in its final state; otherwise withdrawals and closes are kept
-and applied set-wise at the end. Memory grows with the number of campaigns and withdrawals,
-not with the number of events.
-"""
+"""A set of read models built from zero in one pass, for `groupbuy replay`."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient
 
+from infra.adapters.kafka_clients import delete_topics_named
 from infra.settings import Settings
-from infra.topics import delete_topics_named
 from tests.support.pipeline import ServiceProcess
 from tests.support.services import Services, provide_services
 
@@ -95,15 +95,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 def settings(services: Services, topic_prefix: str, pg_schema: str) -> Iterator[Settings]:
     """groupbuy's configuration for one test: its own topics and its own schema."""
-    yield Settings(
+    settings = Settings(
         database_url=services.database_url,
         kafka_bootstrap=services.kafka_bootstrap,
         topic_prefix=topic_prefix,
         database_schema=pg_schema,
     )
-    admin = KafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
-    delete_topics_named(admin, topic_prefix)
-    admin.close()
+    yield settings
+    delete_topics_named(settings, topic_prefix)
 
 
 @pytest.fixture

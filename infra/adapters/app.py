@@ -5,9 +5,9 @@ from __future__ import annotations
 from eventsourcing.utils import get_topic
 
 from domain.application import GroupBuying
+from infra.adapters.event_store import GroupBuyingRecorder
+from infra.adapters.transcoder import FlatJSONTranscoder
 from infra.settings import Settings, eventsourcing_env
-from infra.store import GroupBuyingRecorder
-from infra.transcoder import FlatJSONTranscoder
 
 OUTBOX_TABLE = "groupbuying_outbox"
 

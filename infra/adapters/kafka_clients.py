@@ -1,10 +1,10 @@
-"""Kafka clients configured the one way groupbuy uses them."""
+"""Every Kafka client groupbuy makes, configured one way: producers, consumers, admin, topics."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from typing import Any
 
 from kafka import (
@@ -14,25 +14,33 @@ from kafka import (
     KafkaProducer,
     TopicPartition,
 )
+from kafka.admin import ConfigResource, ConfigResourceType
 
+from infra.adapters.topics import APPEND_TIME, Topics, partitions_from_env
 from infra.settings import Settings
 
 STARTING_BACKOFF_MS = 10  # between metadata requests while a consumer starts
+TOPIC_ALREADY_EXISTS = 36  # Kafka's error code; another process created it first
+
+
+def connection(settings: Settings) -> dict[str, Any]:
+    """What every client needs to reach the brokers."""
+    return {"bootstrap_servers": settings.kafka_bootstrap}
 
 
 def admin(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="groupbuy")
+    return KafkaAdminClient(**connection(settings), client_id="groupbuy")
 
 
-def producer(settings: Settings) -> KafkaProducer:
+def producer(settings: Settings, **options: Any) -> KafkaProducer:
     """Idempotent and fully acknowledged: a retried send is never written twice."""
-    return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        compression_type=None,
-    )
+    defaults = {"enable_idempotence": True, "acks": "all", "linger_ms": 5}
+    return KafkaProducer(**connection(settings), **(defaults | options))
+
+
+def transactional_producer(settings: Settings, transactional_id: str) -> KafkaProducer:
+    """A producer whose sends and consumer offsets commit together, or not at all."""
+    return KafkaProducer(**connection(settings), transactional_id=transactional_id, acks="all")
 
 
 def confirm(producer: KafkaProducer, futures: list[Any]) -> None:
@@ -50,7 +58,7 @@ def consumer(settings: Settings, group: str | None) -> KafkaConsumer:
     """A group member that never commits by itself: positions live in PostgreSQL. Without
     a group, a reader of the partitions it is assigned."""
     return KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connection(settings),
         group_id=None if group is None else settings.topic_prefix + group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -70,6 +78,48 @@ def consumer(settings: Settings, group: str | None) -> KafkaConsumer:
         # asking for their metadata (a broker's default would give one partition).
         allow_auto_create_topics=False,
     )
+
+
+def reader(settings: Settings, **options: Any) -> KafkaConsumer:
+    """A consumer in no group, for partitions it assigns itself: read, never committed."""
+    return KafkaConsumer(**connection(settings), group_id=None, **options)
+
+
+def ensure_topics(settings: Settings, names: list[str]) -> None:
+    """Create the missing topics among `names` with a client of their own."""
+    with closing(admin(settings)) as client:
+        create_topics(client, Topics(settings.topic_prefix), names)
+
+
+def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) -> None:
+    """Create the missing topics among `names`; the orders topic always uses append time."""
+    partitions = partitions_from_env()
+    wanted = {
+        name: {"num_partitions": partitions, "replication_factor": -1}
+        | ({"configs": APPEND_TIME} if name == topics.orders else {})
+        for name in names
+    }
+    response = client.create_topics(wanted, raise_errors=False)
+    for result in response["topics"]:
+        if result["error_code"] not in (0, TOPIC_ALREADY_EXISTS):
+            raise RuntimeError(
+                f"cannot create Kafka topic {result['name']}: {result['error_message']}"
+            )
+    if topics.orders in names:
+        # A topic made earlier by hand may time orders by the sites' clocks: correct it.
+        resource = ConfigResource(ConfigResourceType.TOPIC, topics.orders, configs=APPEND_TIME)
+        client.alter_configs([resource], raise_on_unknown=False)
+    client.wait_for_topics(names)
+
+
+def delete_topics_named(settings: Settings, prefix: str) -> None:
+    """Deletes the topics whose names start with `prefix` (a test's or a benchmark's): a
+    broker holding thousands of leftovers makes every client's first metadata request, and
+    so every service's start, slower."""
+    with closing(admin(settings)) as client:
+        ours = [topic for topic in client.list_topics() if topic.startswith(prefix)]
+        if ours:
+            client.delete_topics(ours)
 
 
 def subscribe(consumer: KafkaConsumer, topics: list[str], listener: object) -> None:

@@ -15,13 +15,20 @@ from rich.table import Table
 
 from analysis.demand_curve import DemandCurve, demand_curve
 from analysis.errors import AnalysisError
+from analysis.fold import fold
 from analysis.history import state_at
-from analysis.replay import fold
 from analysis.whatif import CHANGEABLE, Comparison, compare
 from domain.errors import DefinitionError
-from infra import export
-from infra.analyst_store import campaign_events, event_store, instant_argument
-from infra.commands import EXIT_CODES, CommandError
+from infra.cli import export
+from infra.cli.common import (
+    EXIT_CODES,
+    CommandError,
+    campaign_events,
+    event_store,
+    instant_argument,
+    json_file,
+    text,
+)
 from infra.settings import Settings
 
 WHATIF_FILE_HELP = f"""\
@@ -145,7 +152,7 @@ def show_demand(settings: Settings, arguments: argparse.Namespace) -> int:
     assert campaign is not None
     curve = demand_curve(campaign)
     if arguments.png:
-        from infra.demand_chart import draw  # matplotlib takes a moment to import
+        from infra.cli.demand_chart import draw  # matplotlib takes a moment to import
 
         draw(curve, campaign.pricing, Path(arguments.png))
     if arguments.json:
@@ -176,21 +183,3 @@ def demand_table(curve: DemandCurve) -> Table:
             str(point.schedule_price),
         )
     return table
-
-
-def json_file(path: str) -> Any:
-    """A JSON document from `path` (or stdin for `-`), with a message that says where it broke."""
-    try:
-        content = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        return json.loads(content)
-    except json.JSONDecodeError as error:
-        raise CommandError(
-            f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-
-
-def text(value: Any) -> str:
-    return "-" if value is None else str(value)

@@ -1,21 +1,14 @@
-"""`groupbuy campaign ...`: operators open, extend and cancel campaigns, and read them back.
-
-`open`, `extend` and `cancel` append events to the store through the domain service;
-`show` and `list` read the live read model that `groupbuy project` keeps current.
-"""
+"""`groupbuy campaign ...`: operators open, extend and cancel campaigns, and read them back."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
@@ -24,15 +17,16 @@ from domain.campaign import Campaign
 from domain.definition import CampaignDefinition
 from domain.errors import CampaignError, DefinitionError, UnknownCampaignError
 from domain.timefmt import format_instant, parse_instant
-from infra.app import open_app
-from infra.commands import (
+from infra.cli.common import (
     EXIT_CODES,
     INVALID,
     NOT_FOUND,
     REFUSED,
     CommandError,
-    connect_postgres,
-    require_postgres,
+    event_store,
+    json_file,
+    read_models,
+    text,
 )
 from infra.settings import Settings
 from projections import queries
@@ -107,36 +101,24 @@ def cancel_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def read_definition(file: str) -> CampaignDefinition:
     """The definition in `file` (- for stdin); errors name the file and each bad field."""
-    name = "stdin" if file == "-" else file
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CommandError(f"cannot read {name}: {error}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CommandError(f"{name} is not JSON: {error}") from None
-    try:
-        return CampaignDefinition.from_json_dict(data)
+        return CampaignDefinition.from_json_dict(json_file(file))
     except DefinitionError as error:
-        raise CommandError(f"{name}: {error}") from None
+        raise CommandError(f"{'stdin' if file == '-' else file}: {error}") from None
 
 
 @contextmanager
 def domain_service(settings: Settings) -> Iterator[GroupBuying]:
     """The domain service on the event store; domain refusals become exit codes."""
-    require_postgres(settings)  # name an unreachable database before the library tries
-    app = open_app(settings)
-    try:
-        yield app
-    except UnknownCampaignError as error:
-        raise CommandError(str(error), NOT_FOUND) from None
-    except DefinitionError as error:
-        raise CommandError(str(error), INVALID) from None
-    except CampaignError as error:
-        raise CommandError(str(error), REFUSED) from None
-    finally:
-        app.close()
+    with event_store(settings) as app:
+        try:
+            yield app
+        except UnknownCampaignError as error:
+            raise CommandError(str(error), NOT_FOUND) from None
+        except DefinitionError as error:
+            raise CommandError(str(error), INVALID) from None
+        except CampaignError as error:
+            raise CommandError(str(error), REFUSED) from None
 
 
 def _done(arguments: argparse.Namespace, what: str, campaign: Campaign) -> int:
@@ -170,7 +152,7 @@ def show_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
         return 0
     table = Table(title=f"{view['campaign_id']}: {view['title']}", show_header=False)
     for name in SHOWN:
-        table.add_row(name.replace("_", " "), _text(view.get(name)))
+        table.add_row(name.replace("_", " "), text(view.get(name)))
     for site in view["sites"]:
         table.add_row(f"site {site['site_id']}", str(site["quantity"]))
     Console().print(table)
@@ -202,7 +184,7 @@ def list_campaigns(settings: Settings, arguments: argparse.Namespace) -> int:
         return 0
     table = Table(*(name.replace("_", " ") for name in LISTED))
     for row in rows:
-        table.add_row(*(_text(row[name]) for name in LISTED))
+        table.add_row(*(text(row[name]) for name in LISTED))
     Console().print(table)
     return 0
 
@@ -217,11 +199,3 @@ LISTED = (
     "units_to_next_price",
     "deadline",
 )
-
-
-def read_models(settings: Settings) -> psycopg.Connection[Any]:
-    return connect_postgres(settings, autocommit=True)
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)

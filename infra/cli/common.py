@@ -1,13 +1,24 @@
-"""What every `groupbuy` command shares: its exit codes, and failing fast on a missing service."""
+"""What the `groupbuy` commands share: exit codes, failing fast, reading files, the stores."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 
+from domain.application import GroupBuying
+from domain.campaign import Campaign
+from domain.timefmt import parse_instant
+from infra.adapters.app import open_app
 from infra.settings import Settings
 
 # Exit codes scripts can rely on (argparse's usage errors exit with 2).
@@ -82,3 +93,59 @@ def positive(kind: type[int] | type[float]) -> Any:
         return value
 
     return parse
+
+
+@contextmanager
+def event_store(settings: Settings) -> Iterator[GroupBuying]:
+    """The event store; an unreachable database is named (exit 3), not a traceback."""
+    require_postgres(settings)  # fails fast, with the address and no password
+    try:
+        app = open_app(settings)
+    except (OperationalError, InterfaceError) as error:
+        raise CommandError(f"cannot open the event store: {error}", exit_code=UNREACHABLE) from None
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def campaign_events(app: GroupBuying, campaign_id: str) -> list[Any]:
+    """Every stored event of one campaign, in order; an unknown id is a clear error."""
+    events = list(app.events.get(Campaign.create_id(campaign_id)))
+    if not events:
+        raise CommandError(
+            f"no campaign {campaign_id!r} in the event store; "
+            "check the id with `groupbuy campaign list`",
+            NOT_FOUND,
+        )
+    return events
+
+
+def read_models(settings: Settings) -> psycopg.Connection[Any]:
+    """A connection to the read models, or an error naming the database's address."""
+    return connect_postgres(settings, autocommit=True)
+
+
+def json_file(path: str) -> Any:
+    """The JSON document in `path` (- for stdin); errors name the file and where it broke."""
+    name = "stdin" if path == "-" else path
+    try:
+        content = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"cannot read {name}: {error}") from None
+    try:
+        return json.loads(content)
+    except json.JSONDecodeError as error:
+        raise CommandError(f"{name} is not JSON: {error}") from None
+
+
+def instant_argument(option: str, value: str) -> datetime:
+    try:
+        return parse_instant(value)
+    except ValueError as error:
+        raise CommandError(f"{option} {error}") from None
+
+
+def text(value: Any) -> str:
+    """A value in a table cell: None as a dash."""
+    return "-" if value is None else str(value)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 from analysis.demand_curve import DemandCurve, schedule_steps
 from domain.pricing import PriceSchedule
-from infra.commands import CommandError
+from infra.cli.common import CommandError
 
 
 def draw(curve: DemandCurve, schedule: PriceSchedule, path: Path) -> None:

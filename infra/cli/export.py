@@ -15,8 +15,13 @@ from uuid import UUID
 from analysis.flatten import COLUMNS, Column, flatten
 from domain.application import GroupBuying
 from domain.campaign import Campaign
-from infra.analyst_store import campaign_events, event_store, instant_argument
-from infra.commands import EXIT_CODES, CommandError
+from infra.cli.common import (
+    EXIT_CODES,
+    CommandError,
+    campaign_events,
+    event_store,
+    instant_argument,
+)
 from infra.settings import Settings
 from projections.wire import rfc3339
 

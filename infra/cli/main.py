@@ -1,4 +1,4 @@
-"""The `groupbuy` command: services, operator commands and (later) analyst commands."""
+"""The `groupbuy` command: services, operator, analyst and demo commands, and exit codes."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import psycopg
 from eventsourcing.persistence import OperationalError
 
-from infra.clock import run_clock
-from infra.commands import (
+from infra.cli.common import (
     EXIT_CODES,
     UNREACHABLE,
     CommandError,
@@ -25,39 +23,10 @@ from infra.commands import (
     require_kafka,
     require_postgres,
 )
-from infra.ingest_service import run_ingest
-from infra.ingest_workers import run_ingest_workers
-from infra.project_service import run_project
-from infra.relay_service import run_relay
+from infra.services import SERVICES_AND_RUN, Service
+from infra.services.ingest import run_ingest
+from infra.services.ingest_workers import run_ingest_workers
 from infra.settings import Settings
-from infra.settle_service import run_settle
-
-Service = Callable[[Settings, threading.Event], None]
-SERVICES: dict[str, tuple[Service, str]] = {
-    "ingest": (run_ingest, "apply orders from Kafka to campaigns, exactly once"),
-    "relay": (run_relay, "publish campaign events, order results and dead letters to Kafka"),
-    "project": (run_project, "keep the read models (live price, history, commitments) current"),
-    "clock": (run_clock, "close campaigns at their deadlines, once their orders are all in"),
-    "settle": (run_settle, "send purchase orders and buyer settlements when campaigns close"),
-}
-
-
-def run_all(settings: Settings, stop: threading.Event) -> None:
-    """Every service on a thread of its own, all stopped by the same signal."""
-    threads = [
-        threading.Thread(target=service, args=(settings, stop), name=name)
-        for name, (service, _) in SERVICES.items()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
-SERVICES_AND_RUN = {
-    **SERVICES,
-    "run": (run_all, "run every service (ingest, relay, project, clock, settle) until stopped"),
-}
 
 
 def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
@@ -99,12 +68,13 @@ def _add_other_commands(root: argparse.ArgumentParser, commands: Any) -> None:
     # (a tenth of a second each start, and ingestion starts a process per consumer).
     from importlib.metadata import version
 
-    from infra import analyst_cli, campaign_cli, demo, replay_cli
+    from infra.cli import analyst, campaign, replay
+    from infra.cli.demo import command as demo
 
     root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
-    campaign_cli.add_commands(commands)
-    replay_cli.add_command(commands)
-    analyst_cli.add_commands(commands)
+    campaign.add_commands(commands)
+    replay.add_command(commands)
+    analyst.add_commands(commands)
     demo.add_command(commands)
 
 

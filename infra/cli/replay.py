@@ -10,8 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from infra.app import open_app
-from infra.commands import (
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.cli.common import (
     DIFFERENT,
     EXIT_CODES,
     INVALID,
@@ -20,16 +21,12 @@ from infra.commands import (
     positive,
     require_kafka,
 )
-from infra.replay import (
-    Rebuilt,
-    compare,
-    fresh_tables,
-    rebuild_from_kafka,
-    rebuild_from_store,
-    swap,
-)
+from infra.replay.compare import compare
+from infra.replay.from_kafka import rebuild_from_kafka
+from infra.replay.from_store import rebuild_from_store
+from infra.replay.rebuilt import Rebuilt, fresh_tables
+from infra.replay.swap import swap
 from infra.settings import Settings
-from infra.topics import Topics
 from projections.read_models import ReadModelTables
 
 SHOWN_DIFFERENCES = 50

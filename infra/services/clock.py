@@ -12,9 +12,10 @@ from kafka import KafkaConsumer, TopicPartition
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.errors import CampaignError
-from infra.app import open_app
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics
 
 log = logging.getLogger(__name__)
 TICK = 0.2  # seconds: a deadline is acted on within this much of being due and ingested
@@ -84,7 +85,7 @@ class IngestProgress:
 
 def run_clock(settings: Settings, stop: threading.Event) -> None:
     app = open_app(settings)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = kafka_clients.reader(settings)
     deadlines = Deadlines(app)
     progress = IngestProgress(app, consumer, Topics(settings.topic_prefix).orders)
     try:

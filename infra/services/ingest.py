@@ -10,10 +10,10 @@ from kafka import KafkaConsumer
 from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
 from domain.application import GroupBuying
-from infra import kafka_clients
-from infra.app import ONE_USER, open_app
+from infra.adapters import kafka_clients
+from infra.adapters.app import ONE_USER, open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
 
 # One transaction per poll: 5,000 orders rather than 2,000 was 7 to 10 % faster with one
 # process (docs/benchmarks.md, Ingest); a quiet topic gives small polls.
@@ -47,9 +47,7 @@ def join_ingest_group(
     consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
     cleanup.callback(consumer.close, autocommit=False)
     subscription = kafka_clients.Subscription(consumer, [topics.orders])
-    admin = kafka_clients.admin(settings)
-    ensure_topics(admin, topics, topics.ingest_topics())
-    admin.close()
+    kafka_clients.ensure_topics(settings, topics.ingest_topics())
     app = open_app(settings, **ONE_USER)
     cleanup.callback(app.close)
     return consumer, subscription, app, topics

@@ -1,23 +1,4 @@
-"""`groupbuy ingest --workers N`: one member of the consumer group, N processes at work.
-
-N ingest processes in one group join it one after another, and each join stops the whole
-group for a rebalance that drops every cached campaign; the range assignor then splits the
-partitions by number, not by the orders waiting in them. Here the process that joins the
-group only coordinates. It forks its workers first, so they share its imported code; on
-each assignment it gives every worker a share of the partitions, balanced by their backlog
-(end offset minus stored position); it commits the positions the workers report, for lag
-monitoring. A worker reads its partitions by manual assignment and applies them exactly as
-a lone `groupbuy ingest` does: its positions, fenced in PostgreSQL with the events, are
-what makes ingestion exactly once, so a worker that saves after losing a partition (or
-after its coordinator died) has that save refused.
-
-On each worker's pipe:
-    coordinator → worker: ("assign", partitions), ("release",), ("stop",)
-    worker → coordinator: ("released",), ("moved", {partition: OffsetAndMetadata})
-
-A worker that dies stops the ingest (exit code 1), for its supervisor to restart; a
-coordinator that dies closes the pipes, and each worker stops after its current batch.
-"""
+"""`groupbuy ingest --workers N`: one member of the consumer group, N processes at work."""
 
 from __future__ import annotations
 
@@ -40,11 +21,11 @@ from consumers.batch import position_name
 from consumers.ingest import IngestSink
 from consumers.loop import RETRY_PAUSE, TrackedLoop
 from domain.application import GroupBuying
-from infra import kafka_clients
-from infra.app import ONE_USER, open_app
-from infra.ingest_service import MAX_RECORDS, join_ingest_group
+from infra.adapters import kafka_clients
+from infra.adapters.app import ONE_USER, open_app
+from infra.adapters.topics import Topics
+from infra.services.ingest import MAX_RECORDS, join_ingest_group
 from infra.settings import Settings
-from infra.topics import Topics
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 60.0  # seconds a worker may take to finish its batch and let go

@@ -1,8 +1,4 @@
-"""`groupbuy settle`: a closed campaign's purchase order and buyer settlements, exactly once.
-
-Consume, produce and commit the consumed offsets in one Kafka transaction, so that a
-`read_committed` reader sees each message once even when settle dies half-way.
-"""
+"""`groupbuy settle`: a closed campaign's purchase order and buyer settlements, exactly once."""
 
 from __future__ import annotations
 
@@ -12,16 +8,16 @@ import uuid
 from typing import Any
 
 import psycopg
-from kafka import KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
 from consumers.settlement import settlement_messages
 from domain.application import GroupBuying
-from infra import kafka_clients
-from infra.app import open_app
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
 from projections.wire import decode
 
 log = logging.getLogger(__name__)
@@ -56,7 +52,7 @@ class Settled:
 def run_settle(settings: Settings, stop: threading.Event) -> None:
     topics = Topics(settings.topic_prefix)
     admin = kafka_clients.admin(settings)
-    ensure_topics(admin, topics, [topics.campaign_events, topics.buyer_settlements])
+    kafka_clients.create_topics(admin, topics, [topics.campaign_events, topics.buyer_settlements])
     app = open_app(settings)
     settled = Settled(settings)
     try:
@@ -82,10 +78,8 @@ class Settler:
         self.settled = settled
         self.supplier_topics: set[str] = set()
         self.consumer = kafka_clients.consumer(settings, "groupbuy-settle")
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            transactional_id=f"{settings.topic_prefix}groupbuy-settle-{uuid.uuid4().hex}",
-            acks="all",
+        self.producer = kafka_clients.transactional_producer(
+            settings, f"{settings.topic_prefix}groupbuy-settle-{uuid.uuid4().hex}"
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -127,7 +121,7 @@ class Settler:
         campaign = self.app.get_campaign(campaign_id)
         supplier_topic = self.topics.settlements(campaign.definition.supplier_id)
         if supplier_topic not in self.supplier_topics:
-            ensure_topics(self.admin, self.topics, [supplier_topic])
+            kafka_clients.create_topics(self.admin, self.topics, [supplier_topic])
             self.supplier_topics.add(supplier_topic)
         for message in settlement_messages(campaign, supplier_topic, self.topics.buyer_settlements):
             self.producer.send(message.topic, key=message.key, value=message.value)

@@ -18,21 +18,19 @@ import pytest
 from psycopg.sql import SQL
 
 from domain.campaign import Campaign
-from infra.app import open_app
-from infra.clock import run_clock
-from infra.ingest_service import run_ingest
-from infra.project_service import run_project
-from infra.relay_service import run_relay
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.services.clock import run_clock
+from infra.services.ingest import run_ingest
+from infra.services.project import run_project
+from infra.services.relay import run_relay
+from infra.services.settle import run_settle
 from infra.settings import Settings
-from infra.settle_service import run_settle
-from infra.topics import Topics
 from projections import queries
 from projections.read_models import ReadModelTables
-from tests.integration.test_campaign_cli import groupbuy
-from tests.integration.test_ingest import campaign, cancelled
-from tests.integration.test_settlement import order
+from tests.support.builders import campaign, cancelled, order
 from tests.support.kafka_io import publish, read_json, wait_for
-from tests.support.pipeline import running
+from tests.support.pipeline import groupbuy, running
 from tests.support.services import Services
 
 # Live prices: 10.00 from 1 unit, 8.00 from 20, 6.00 from 60 (floor 6.00, minimum 10).

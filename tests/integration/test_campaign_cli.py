@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from domain.outcomes import Order
-from infra.app import open_app
-from infra.replay import replay_into
+from infra.adapters.app import open_app
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
-from tests.integration.test_ingest import campaign
+from tests.support.builders import campaign
 from tests.support.pipeline import groupbuy
+from tests.support.read_models import replay_into
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics
 from tests.support.pipeline import GROUPBUY
 
 

@@ -12,53 +12,14 @@ from typing import Any
 import pytest
 
 from domain.application import GroupBuying
-from domain.definition import CampaignDefinition
-from infra.app import open_app
-from infra.ingest_service import run_ingest
-from infra.relay_service import run_relay
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.services.ingest import run_ingest
+from infra.services.relay import run_relay
 from infra.settings import Settings
-from infra.topics import Topics
+from tests.support.builders import campaign, cancelled, placed
 from tests.support.kafka_io import publish, read_json, read_until, wait_for
 from tests.support.pipeline import running
-
-SITES = ("site-a", "site-b", "site-c")
-
-
-def campaign(campaign_id: str, **changes: Any) -> CampaignDefinition:
-    deadline = datetime.now(UTC) + timedelta(hours=1)
-    data: dict[str, Any] = {
-        "campaign_id": campaign_id,
-        "sku": "SKU-1",
-        "title": "A test product",
-        "supplier_id": "acme",
-        "currency": "EUR",
-        "floor_price": "6.00",
-        "pricing": {
-            "kind": "tiers",
-            "tiers": [
-                {"min_quantity": 1, "unit_price": "10.00"},
-                {"min_quantity": 20, "unit_price": "8.00"},
-                {"min_quantity": 60, "unit_price": "6.00"},
-            ],
-        },
-        "minimum_quantity": 10,
-        "max_per_buyer": 6,
-        "deadline": deadline.isoformat().replace("+00:00", "Z"),
-    }
-    return CampaignDefinition.from_json_dict(data | changes)
-
-
-def placed(campaign_id: str, n: int, quantity: int = 1, **extra: Any) -> dict[str, Any]:
-    site = SITES[n % len(SITES)]
-    return {
-        "type": "order.placed",
-        "order_id": f"{site}:{campaign_id}:{n}",
-        "site_id": site,
-        "campaign_id": campaign_id,
-        "buyer_id": f"b-{n % 17}",
-        "quantity": quantity,
-        "placed_at": "2026-11-27T10:00:00Z",
-    } | extra
 
 
 @pytest.fixture
@@ -153,16 +114,6 @@ def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on
         well_formed[0]["order_id"]: ("order.rejected", "invalid"),
         well_formed[1]["order_id"]: ("order.rejected", "invalid"),
         well_formed[2]["order_id"]: ("order.accepted", None),
-    }
-
-
-def cancelled(order: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "order.cancelled",
-        "order_id": order["order_id"],
-        "site_id": order["site_id"],
-        "campaign_id": order["campaign_id"],
-        "cancelled_at": "2026-11-27T11:00:00Z",
     }
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from domain.campaign import Campaign
-from infra import kafka_clients
-from infra.app import open_app
-from infra.relay_service import run_relay
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.services.relay import run_relay
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
-from tests.integration.test_ingest import campaign, placed
+from tests.support.builders import campaign, placed
 from tests.support.kafka_io import publish, read_json, read_until, wait_for
 from tests.support.pipeline import ServiceProcess, alive, running
 
@@ -38,9 +38,7 @@ def campaign_ids(settings: Settings, unique: str) -> list[str]:
         app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
     app.close()
     topics = Topics(settings.topic_prefix)
-    admin = kafka_clients.admin(settings)
-    ensure_topics(admin, topics, topics.ingest_topics())
-    admin.close()
+    kafka_clients.ensure_topics(settings, topics.ingest_topics())
     return ids
 
 

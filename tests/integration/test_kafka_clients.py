@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from kafka import KafkaAdminClient
 
-from infra import kafka_clients
+from infra.adapters import kafka_clients
+from infra.adapters.topics import Topics, partitions_from_env
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics, partitions_from_env
 
 
 def test_a_subscription_backs_off_briefly_until_its_topics_are_known_then_as_configured(
     settings: Settings, kafka_admin: KafkaAdminClient
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    ensure_topics(kafka_admin, topics, [topics.orders])
+    kafka_clients.create_topics(kafka_admin, topics, [topics.orders])
     consumer = kafka_clients.consumer(settings, "groupbuy-test")
     try:
         metadata = kafka_clients.metadata_settings(consumer)
@@ -34,7 +34,7 @@ def test_a_reader_learns_its_topics_before_it_is_given_partitions(
     settings: Settings, kafka_admin: KafkaAdminClient
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    ensure_topics(kafka_admin, topics, [topics.orders])
+    kafka_clients.create_topics(kafka_admin, topics, [topics.orders])
     consumer = kafka_clients.consumer(settings, None)
     try:
         kafka_clients.know_topics(consumer, [topics.orders])

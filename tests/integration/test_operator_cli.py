@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from domain.campaign import Campaign
-from infra.app import open_app
-from infra.project_service import run_project
-from infra.relay_service import run_relay
+from infra.adapters.app import open_app
+from infra.services.project import run_project
+from infra.services.relay import run_relay
 from infra.settings import Settings
-from tests.integration.test_ingest import campaign
+from tests.support.builders import campaign
 from tests.support.kafka_io import wait_for
 from tests.support.pipeline import GROUPBUY, groupbuy, running
 

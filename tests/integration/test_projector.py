@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from infra.app import open_app
-from infra.ingest_service import run_ingest
-from infra.project_service import run_project
-from infra.relay_service import run_relay
-from infra.replay import replay_into, table_rows
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.services.ingest import run_ingest
+from infra.services.project import run_project
+from infra.services.relay import run_relay
 from infra.settings import Settings
-from infra.topics import Topics
-from projections.read_models import ReadModelTables
-from tests.integration.test_ingest import campaign, placed
-from tests.integration.test_ingest import cancelled as cancellation
+from tests.support.builders import burst, campaign
 from tests.support.kafka_io import publish, read_json, wait_for
 from tests.support.pipeline import ServiceProcess, running
+from tests.support.read_models import (
+    live_rows,
+    projected_version,
+    rebuilt_rows,
+    stored_version,
+)
 
 
 @pytest.fixture
@@ -33,51 +34,6 @@ def campaign_ids(settings: Settings, unique: str) -> list[str]:
         app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
     app.close()
     return ids
-
-
-def burst(campaign_ids: list[str], count: int) -> list[dict[str, Any]]:
-    """Orders, some conditional, some cancelled again, over the campaigns."""
-    rng = random.Random(3)
-    messages: list[dict[str, Any]] = []
-    for n in range(count):
-        limit = rng.choice([None, None, "10.00", "8.00", "6.00"])
-        order = placed(rng.choice(campaign_ids), n, quantity=rng.randint(1, 3))
-        messages.append(order | ({"max_unit_price": limit} if limit else {}))
-        if n % 7 == 0:
-            messages.append(cancellation(order))
-    return messages
-
-
-def live_rows(settings: Settings) -> dict[str, list[Any]]:
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        return table_rows(conn, ReadModelTables(settings.database_schema))
-
-
-def rebuilt_rows(settings: Settings) -> dict[str, list[Any]]:
-    tables = ReadModelTables(settings.database_schema, prefix="rebuilt_")
-    replay_into(settings, tables, workers=2)  # as `groupbuy replay` does on two cores
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        return table_rows(conn, tables)
-
-
-def projected_version(settings: Settings) -> int:
-    """The sum of versions the live model has applied, over all campaigns."""
-    tables = ReadModelTables(settings.database_schema)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        try:
-            row = conn.execute(
-                psycopg.sql.SQL("SELECT coalesce(sum(version), 0) FROM {}").format(tables.campaigns)
-            ).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return 0
-    return int(row[0]) if row else 0
-
-
-def stored_version(settings: Settings, campaign_ids: list[str]) -> int:
-    app = open_app(settings)
-    total = sum(app.get_campaign(c).version for c in campaign_ids)
-    app.close()
-    return total
 
 
 def assert_read_models_equal_a_rebuild(

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from domain.outcomes import Order
-from infra.app import open_app
-from infra.relay_service import run_relay
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.services.relay import run_relay
 from infra.settings import Settings
-from infra.topics import Topics
-from tests.integration.test_ingest import campaign
+from tests.support.builders import campaign
 from tests.support.kafka_io import read_until
 from tests.support.pipeline import ServiceProcess, running
 

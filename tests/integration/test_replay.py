@@ -16,24 +16,24 @@ from psycopg.sql import SQL
 from consumers.projector import GENERATION, ProjectorSink
 from domain.campaign import Campaign
 from domain.outcomes import Order
-from infra.app import open_app
-from infra.ingest_service import run_ingest
-from infra.project_service import run_project
-from infra.relay_service import run_relay
-from infra.replay import StoredEvents, table_rows
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.replay.stored_events import StoredEvents
+from infra.services.ingest import run_ingest
+from infra.services.project import run_project
+from infra.services.relay import run_relay
 from infra.settings import Settings
-from infra.topics import Topics
 from projections.read_models import ReadModelTables
-from tests.integration.test_ingest import campaign
-from tests.integration.test_projector import (
-    burst,
+from tests.support.builders import burst, campaign
+from tests.support.kafka_io import publish, read_until, wait_for
+from tests.support.pipeline import groupbuy, running
+from tests.support.read_models import (
     live_rows,
     projected_version,
     rebuilt_rows,
     stored_version,
+    table_rows,
 )
-from tests.support.kafka_io import publish, read_until, wait_for
-from tests.support.pipeline import groupbuy, running
 
 
 def replay(settings: Settings, *options: str) -> tuple[int, dict[str, Any]]:

@@ -6,13 +6,13 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infra.app import open_app
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.settings import Settings
-from infra.topics import Topics
-from tests.integration.test_ingest import campaign, placed
-from tests.integration.test_projector import projected_version
+from tests.support.builders import campaign, placed
 from tests.support.kafka_io import publish, read_json, wait_for
 from tests.support.pipeline import ServiceProcess
+from tests.support.read_models import projected_version
 
 
 def test_run_takes_an_order_to_the_read_model_and_stops_on_sigterm(

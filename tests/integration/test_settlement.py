@@ -15,27 +15,16 @@ from typing import Any
 import pytest
 
 from domain.campaign import Campaign
-from infra.app import open_app
-from infra.clock import run_clock
-from infra.ingest_service import run_ingest
-from infra.relay_service import run_relay
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.services.clock import run_clock
+from infra.services.ingest import run_ingest
+from infra.services.relay import run_relay
+from infra.services.settle import run_settle
 from infra.settings import Settings
-from infra.settle_service import run_settle
-from infra.topics import Topics
-from tests.integration.test_ingest import campaign, placed
+from tests.support.builders import campaign, order
 from tests.support.kafka_io import publish, read_json, read_until, wait_for
 from tests.support.pipeline import ServiceProcess, running
-
-
-def order(
-    campaign_id: str, site: str, buyer: str, quantity: int, limit: str | None
-) -> dict[str, Any]:
-    message = placed(campaign_id, 0, quantity=quantity) | {
-        "order_id": f"{site}:{campaign_id}:{buyer}",
-        "site_id": site,
-        "buyer_id": buyer,
-    }
-    return message | ({"max_unit_price": limit} if limit else {})
 
 
 def open_closing_soon(

@@ -26,15 +26,15 @@ def test_groupbuy_without_a_command_prints_usage_and_fails() -> None:
 
 def test_a_service_starts_without_loading_the_operator_analyst_and_demo_commands() -> None:
     script = (
-        "import sys; from infra.cli import parser; parser(services_only=True); "
+        "import sys; from infra.cli.main import parser; parser(services_only=True); "
         "print(sorted(m for m in sys.modules if m.startswith(('infra.', 'analysis'))))"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
 
     loaded = done.stdout
     assert done.returncode == 0, done.stderr
-    assert "infra.ingest_service" in loaded
-    for module in ("infra.analyst_cli", "infra.demo", "infra.replay_cli", "analysis"):
+    assert "infra.services.ingest" in loaded
+    for module in ("infra.cli.analyst", "infra.cli.demo.command", "infra.cli.replay", "analysis"):
         assert f"'{module}" not in loaded
 
 

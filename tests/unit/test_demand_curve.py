@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from analysis.demand_curve import PricePoint, demand_curve, schedule_steps
-from analysis.replay import fold
+from analysis.fold import fold
 from tests.unit.analysis_history import T3, history
 from tests.unit.builders import small_definition
 
@@ -56,7 +56,7 @@ def test_the_schedule_is_sampled_up_to_the_last_quantity() -> None:
 
 
 def test_the_chart_is_a_png_of_a_readable_size(tmp_path: Path) -> None:
-    from infra.demand_chart import draw
+    from infra.cli.demand_chart import draw
 
     campaign = fold(history(), until=T3)
     assert campaign is not None

@@ -1,5 +1,4 @@
-"""How `groupbuy ingest --workers N` shares its partitions out: by the orders waiting, and
-when the database cannot say."""
+"""How `ingest --workers N` shares partitions out: by backlog, or by count without a database."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
-from infra.ingest_workers import Coordinator, _seek_to_stored, split_by_backlog
+from infra.services.ingest_workers import Coordinator, _seek_to_stored, split_by_backlog
 
 
 def partitions(*backlogs: int) -> dict[TopicPartition, int]:

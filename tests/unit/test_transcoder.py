@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from domain.campaign import Campaign
 from domain.outcomes import Order
-from infra.transcoder import FlatJSONTranscoder
+from infra.adapters.transcoder import FlatJSONTranscoder
 from tests.unit.builders import DURING, OPENED_AT, small_definition
 
 

@@ -20,25 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 
-from infra import demo_sites, demo_view, kafka_clients
-from infra.app import open_app
-from infra.campaign_cli import read_models
-from infra.commands import (
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
+from infra.cli.common import (
     EXIT_CODES,
     UNREACHABLE,
     CommandError,
     positive,
+    read_models,
     require_kafka,
     require_postgres,
 )
-from infra.demo_sites import Planned, Sites
-from infra.demo_view import Progress
+from infra.cli.demo import sites as demo_sites
+from infra.cli.demo import view as demo_view
+from infra.cli.demo.sites import Planned, Sites
+from infra.cli.demo.view import Progress
 from infra.settings import Settings
-from infra.topics import Topics, ensure_topics
 from projections import queries
 from projections.read_models import ReadModelTables
 
@@ -46,7 +48,7 @@ DURATION = 50.0  # seconds from opening to deadline at --speed 1
 READY_TIMEOUT = 90.0  # a first start of the broker's consumer groups can be slow
 SETTLE_TIMEOUT = 60.0  # after the deadline, for the purchase order and settlements
 GROUPS = ("groupbuy-ingest", "groupbuy-project", "groupbuy-settle")
-RUN = "import sys; from infra.cli import main; sys.exit(main(['run']))"
+RUN = "import sys; from infra.cli.main import main; sys.exit(main(['run']))"
 
 
 def add_command(commands: Any) -> None:
@@ -134,7 +136,7 @@ class DemoRun:
         finally:
             app.close()
         planned = demo_sites.plan(campaign_id, arguments.orders, random.Random(arguments.seed))
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        producer = kafka_clients.producer(settings)
         topic = Topics(settings.topic_prefix).orders
         sites = Sites(producer, topic, planned, time.monotonic(), duration)
         fields = definition.to_json_dict()
@@ -288,9 +290,8 @@ class Tails:
 
     @classmethod
     def at_end(cls, settings: Settings, topics: Topics, supplier_topic: str) -> Tails:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None,
+        consumer = kafka_clients.reader(
+            settings,
             # settle writes in Kafka transactions: see only what it committed, once.
             isolation_level="read_committed",
         )
@@ -330,12 +331,8 @@ class Tails:
 def _prepare_topics(settings: Settings, topics: Topics, supplier_topic: str) -> None:
     """Create the topics the demo writes and reads, so its readers see them from the start."""
     require_kafka(settings)
-    admin = kafka_clients.admin(settings)
-    try:
-        names = [*topics.ingest_topics(), topics.campaign_events, topics.buyer_settlements]
-        ensure_topics(admin, topics, [*names, supplier_topic])
-    finally:
-        admin.close()
+    names = [*topics.ingest_topics(), topics.campaign_events, topics.buyer_settlements]
+    kafka_clients.ensure_topics(settings, [*names, supplier_topic])
 
 
 class ServicesProcess:

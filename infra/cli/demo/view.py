@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from infra.demo_sites import CANCELLED, CONDITIONAL, INVALID, PLACED, SITES
+from infra.cli.demo.sites import CANCELLED, CONDITIONAL, INVALID, PLACED, SITES
 
 
 @dataclass

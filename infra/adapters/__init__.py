@@ -1,0 +1,1 @@
+"""How groupbuy talks to PostgreSQL and Kafka: the event store and one client factory."""

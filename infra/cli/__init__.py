@@ -1,0 +1,1 @@
+"""The `groupbuy` command for people: parsing, printing, exit codes; a module a group."""

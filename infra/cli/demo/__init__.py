@@ -1,0 +1,1 @@
+"""`groupbuy demo`: every service, one campaign, simulated sites, shown live."""

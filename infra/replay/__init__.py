@@ -1,0 +1,1 @@
+"""The blue/green read-model rebuild: from the store or Kafka, compared, swapped in."""
