@@ -79,5 +79,5 @@ SPEC_CAMPAIGN: dict[str, Any] = {
 
 
 def spec_campaign(campaign_id: str, **fields: Any) -> CampaignDefinition:
-    """The tiers of SPEC section 5's example campaign, with `fields` added or changed."""
+    """The tiers of docs/contract.md's example campaign, with `fields` added or changed."""
     return CampaignDefinition.from_json_dict(SPEC_CAMPAIGN | {"campaign_id": campaign_id} | fields)

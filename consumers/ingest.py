@@ -68,8 +68,8 @@ class OrderIngestion:
         return order_result(self.results_topic, command, outcome)
 
     def _apply(self, batch: IngestBatch, command: OrderMessage, now: datetime) -> Outcome | None:
-        """`now` is the broker's append time: it decides whether an order came in time (SPEC,
-        "Time")."""
+        """`now` is the broker's append time: it decides whether an order came in time
+        (docs/contract.md, "When an order counts")."""
         campaign = batch.campaigns.get(command.campaign_id) or self.load(command.campaign_id)
         if campaign is None:
             return None

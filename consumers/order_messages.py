@@ -1,4 +1,4 @@
-"""Decoding of `groupbuy.orders.v1` messages against the contract (SPEC section 3)."""
+"""Decoding of `groupbuy.orders.v1` messages against docs/contract.md."""
 
 from __future__ import annotations
 

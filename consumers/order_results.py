@@ -1,4 +1,4 @@
-"""Messages to `groupbuy.order-results.v1` and the orders DLQ (SPEC section 3)."""
+"""Messages to `groupbuy.order-results.v1` and the orders DLQ (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Configuration from GROUPBUY_* environment variables (SPEC section 5)."""
+"""Configuration from GROUPBUY_* environment variables (docs/contract.md)."""
 
 from __future__ import annotations
 

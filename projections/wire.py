@@ -1,4 +1,4 @@
-"""Domain events as `groupbuy.campaign-events.v1` messages, and back (SPEC section 3)."""
+"""Domain events as `groupbuy.campaign-events.v1` messages, and back (docs/contract.md)."""
 
 from __future__ import annotations
 

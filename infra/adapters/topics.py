@@ -1,11 +1,12 @@
-"""The Kafka topics of SPEC section 3: their names under the prefix, and their settings."""
+"""The Kafka topics of docs/contract.md: their names under the prefix, and their settings."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-# Orders are timed by the broker, so no site can backdate one (SPEC section 2, "Time").
+# Orders are timed by the broker, so no site can backdate one (docs/contract.md, "When an
+# order counts").
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 

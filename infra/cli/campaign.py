@@ -51,7 +51,7 @@ def add_commands(commands: Any) -> None:
         return parser
 
     opening = action(
-        "open", "open a campaign from a JSON definition (SPEC section 5)", open_campaign
+        "open", "open a campaign from a JSON definition (docs/contract.md)", open_campaign
     )
     opening.add_argument("file", metavar="FILE", help="the definition's JSON file, - for stdin")
     show = action("show", "one campaign as the live read model shows it", show_campaign)

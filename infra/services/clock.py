@@ -55,7 +55,7 @@ class Deadlines:
 
 
 class IngestProgress:
-    """Whether ingestion has applied every order appended before an instant (SPEC, "Time")."""
+    """Whether ingestion has applied every order appended before an instant (docs/contract.md)."""
 
     def __init__(self, app: GroupBuying, consumer: KafkaConsumer, orders_topic: str) -> None:
         self.app = app

@@ -51,7 +51,7 @@ def messages(settings: Settings, topic: str, campaign_id: str) -> list[dict[str,
 def clearing(
     tiers: list[dict[str, Any]], floor: Decimal, commitments: list[tuple[int, Decimal | None]]
 ) -> tuple[Decimal, int]:
-    """SPEC's rule, literally: the lowest tier price whose willing quantity reaches its tier."""
+    """The contract's rule, literally: the lowest price whose willing quantity reaches its tier."""
 
     def willing(price: Decimal) -> int:
         return sum(q for q, limit in commitments if limit is None or limit >= price)

@@ -1,4 +1,4 @@
-"""SPEC's clearing price, computed the slow and literal way, to check the fast one against."""
+"""The contract's clearing price, computed the slow and literal way, to check the fast one."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ OPENED_AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 DEADLINE = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
 DURING = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
-# SPEC section 5, word for word.
+# The example definition of docs/contract.md, word for word.
 LAPTOP_X1: dict[str, Any] = {
     "campaign_id": "laptop-x1",
     "sku": "LAPTOP-X1",
@@ -54,7 +54,7 @@ _order_numbers = itertools.count(1)
 
 
 def definition_json(**changes: Any) -> dict[str, Any]:
-    """The SPEC example with some fields changed (None removes a field)."""
+    """The contract's example with some fields changed (None removes a field)."""
     data = copy.deepcopy(LAPTOP_X1)
     for name, value in changes.items():
         if value is None:

@@ -18,7 +18,7 @@ from domain.timefmt import format_instant
 
 SITES = ("site-a", "site-b", "site-c")
 SUPPLIER_ID = "acme"
-# SPEC's example prices; the quantities are scaled to the number of orders (see `tiers`).
+# The contract's example prices; the quantities are scaled to the number of orders (see `tiers`).
 PRICES = ("120.00", "99.00", "85.00", "79.00")
 FLOOR_PRICE = "79.00"
 MAX_PER_BUYER = 5
