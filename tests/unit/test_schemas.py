@@ -10,12 +10,11 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 
 import consumers.settlement
 from consumers.batch import OutboxMessage
@@ -29,6 +28,17 @@ from domain.definition import CampaignDefinition
 from domain.errors import DefinitionError, UnknownCampaignError
 from domain.outcomes import Outcome, Reason
 from projections.wire import MESSAGE_TYPES, encode
+from tests.support.schemas import (
+    BUYERS,
+    DEFINITION_SCHEMA,
+    EVENTS,
+    ORDERS,
+    RESULTS,
+    SCHEMA_FILES,
+    SCHEMAS,
+    SUPPLIER,
+    problems,
+)
 from tests.unit.builders import (
     DEADLINE,
     DURING,
@@ -38,37 +48,6 @@ from tests.unit.builders import (
     small_definition,
 )
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
-
-# The topics a message type travels on; the same type name means different messages on two
-# of them (order.cancelled, order.rejected, cancellation.rejected).
-ORDERS = "groupbuy.orders.v1"
-RESULTS = "groupbuy.order-results.v1"
-EVENTS = "groupbuy.campaign-events.v1"
-SUPPLIER = "groupbuy.settlements.<supplier_id>.v1"
-BUYERS = "groupbuy.buyer-settlements.v1"
-
-SCHEMA_FILES: dict[tuple[str, str], str] = {
-    (ORDERS, "order.placed"): "order-placed.json",
-    (ORDERS, "order.cancelled"): "order-cancelled.json",
-    (RESULTS, "order.accepted"): "order-result.json",
-    (RESULTS, "order.rejected"): "order-result.json",
-    (RESULTS, "order.cancelled"): "order-result.json",
-    (RESULTS, "cancellation.rejected"): "order-result.json",
-    (EVENTS, "campaign.opened"): "campaign-opened.json",
-    (EVENTS, "commitment.placed"): "commitment-placed.json",
-    (EVENTS, "order.rejected"): "order-rejected.json",
-    (EVENTS, "commitment.withdrawn"): "commitment-withdrawn.json",
-    (EVENTS, "cancellation.rejected"): "cancellation-rejected.json",
-    (EVENTS, "deadline.extended"): "deadline-extended.json",
-    (EVENTS, "campaign.closed"): "campaign-closed.json",
-    (SUPPLIER, "purchase_order.issued"): "purchase-order-issued.json",
-    (SUPPLIER, "campaign.failed"): "campaign-failed.json",
-    (BUYERS, "commitment.filled"): "commitment-filled.json",
-    (BUYERS, "commitment.released"): "commitment-released.json",
-}
-DEFINITION_SCHEMA = "campaign-definition.json"
-
 NEW_DEADLINE = DEADLINE + timedelta(days=1)
 LINEAR_YEN: dict[str, Any] = {
     "kind": "linear",
@@ -76,19 +55,6 @@ LINEAR_YEN: dict[str, Any] = {
     "from_quantity": 2,
     "to_quantity": 12,
 }
-
-
-def validator(name: str) -> Draft202012Validator:
-    schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
-    return Draft202012Validator(schema, format_checker=FormatChecker())
-
-
-def problems(name: str, message: Any) -> list[str]:
-    """What is wrong with `message` under the schema `name`, one line each."""
-    return [
-        f"{name}: {'/'.join(map(str, error.absolute_path)) or '(message)'}: {error.message}"
-        for error in validator(name).iter_errors(message)
-    ]
 
 
 def without(message: dict[str, Any], name: str) -> dict[str, Any]:
