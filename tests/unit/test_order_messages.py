@@ -16,24 +16,7 @@ from consumers.order_messages import (
     PlaceOrder,
     decode,
 )
-
-PLACED: dict[str, Any] = {
-    "type": "order.placed",
-    "order_id": "site-a:1001",
-    "site_id": "site-a",
-    "campaign_id": "laptop-x1",
-    "buyer_id": "b-42",
-    "quantity": 2,
-    "max_unit_price": "95.00",
-    "placed_at": "2026-11-27T10:00:00Z",
-}
-CANCELLED: dict[str, Any] = {
-    "type": "order.cancelled",
-    "order_id": "site-a:1001",
-    "site_id": "site-a",
-    "campaign_id": "laptop-x1",
-    "cancelled_at": "2026-11-27T11:00:00Z",
-}
+from tests.unit.builders import CANCELLED, PLACED
 
 
 def encode(fields: dict[str, Any]) -> bytes:
