@@ -15,19 +15,33 @@ from eventsourcing.domain import Snapshot as LibrarySnapshot
 from domain.clearing import clear
 from domain.definition import CampaignDefinition
 from domain.demand import Demand
-from domain.errors import CampaignClosedError, DeadlineNotLaterError, DefinitionError, Problem
-from domain.ledger import Closing, Commitment
+from domain.errors import (
+    CampaignClosedError,
+    DeadlineNotLaterError,
+    DefinitionError,
+    Problem,
+    SnapshotFormatError,
+)
+from domain.ledger import Closing, Commitment, OrderKey
 from domain.money import round_money
 from domain.outcomes import CloseOutcome, CloseReason, Order, Outcome, Reason, Verdict
 from domain.pricing import PriceSchedule
-from domain.rules import cancellation_rejection, order_rejection
-from domain.timefmt import format_instant, utc
+from domain.rules import (
+    cancellation_rejection,
+    is_order_key,
+    is_remembered,
+    is_sensible,
+    order_rejection,
+)
+from domain.timefmt import YEARS_HINT, format_instant, utc, within_contract_years
 
 # Fixed forever: every campaign's aggregate id is derived from it and its slug.
 CAMPAIGN_NAMESPACE = UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
 
-# Bump when the shape of `Campaign._snapshot_state` changes, and teach `_restore` the old shape.
-SNAPSHOT_FORMAT = 1
+# Bump when the shape of `Campaign._snapshot_state` changes, and teach `_restore` the old shape
+# or have it refuse it. 2: orders are keyed by (site_id, order_id); a format 1 snapshot lacks
+# the site of each rejected order, so it is refused (snapshots are off in production).
+SNAPSHOT_FORMAT = 2
 
 
 class Campaign(Aggregate):
@@ -69,7 +83,7 @@ class Campaign(Aggregate):
         buyers: int
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.commitments[self.order_id] = Commitment(
+            aggregate.commitments[self.site_id, self.order_id] = Commitment(
                 self.order_id, self.site_id, self.buyer_id, self.quantity, self.max_unit_price
             )
             aggregate._count(self.site_id, self.buyer_id, self.quantity, self.max_unit_price)
@@ -88,7 +102,10 @@ class Campaign(Aggregate):
         committed_quantity: int
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.rejected_orders[self.order_id] = Reason(self.reason)
+            # Earlier versions also stored `invalid` rejections: replayed, they hold nothing.
+            reason = Reason(self.reason)
+            if is_remembered(reason):
+                aggregate.rejected_orders[self.site_id, self.order_id] = reason
 
     class CommitmentWithdrawn(Aggregate.Event):
         class_version = 1
@@ -103,8 +120,8 @@ class Campaign(Aggregate):
         buyers: int
 
         def apply(self, aggregate: Any) -> None:
-            commitments = aggregate.commitments
-            commitments[self.order_id] = replace(commitments[self.order_id], withdrawn=True)
+            commitments, key = aggregate.commitments, (self.site_id, self.order_id)
+            commitments[key] = replace(commitments[key], withdrawn=True)
             aggregate._count(self.site_id, self.buyer_id, -self.quantity, self.max_unit_price)
             aggregate._live_price, aggregate._committed = self.unit_price, self.committed_quantity
 
@@ -157,11 +174,11 @@ class Campaign(Aggregate):
 
     @classmethod
     def open(cls, definition: CampaignDefinition, now: datetime) -> Campaign:
-        """Opens a campaign; its deadline must still be ahead."""
+        """Opens a campaign; its deadline must still be ahead, and its cutoff after opening."""
         now = utc(now)
-        if definition.deadline <= now:
-            stamp = format_instant(now)
-            raise DefinitionError([Problem("deadline", f"must be later than now ({stamp})")])
+        problems = definition.problems_at_opening(now)
+        if problems:
+            raise DefinitionError(problems)
         return cls(**definition.to_event_fields(), timestamp=now)
 
     @event(Opened)
@@ -206,8 +223,9 @@ class Campaign(Aggregate):
         self.definition = definition
         self.deadline = definition.deadline
         self.closing: Closing | None = None
-        self.commitments: dict[str, Commitment] = {}
-        self.rejected_orders: dict[str, Reason] = {}
+        # Keyed by (site_id, order_id); only rejections that `is_remembered` are kept.
+        self.commitments: dict[OrderKey, Commitment] = {}
+        self.rejected_orders: dict[OrderKey, Reason] = {}
         self.demand = Demand()
         self.site_demand: dict[str, Demand] = {}
         self.buyer_quantities: dict[str, dict[str, int]] = {}
@@ -256,10 +274,21 @@ class Campaign(Aggregate):
 
     # Commands: decide here; the events' `apply` and the @event methods below only record.
 
+    def answer_invalid(self, order_id: str) -> Outcome:
+        """The answer to an order message that broke the contract's field limits: `invalid`,
+        with the live figures, and nothing recorded."""
+        return self._outcome(order_id, Reason.INVALID)
+
     def place_order(self, order: Order, now: datetime) -> Outcome:
-        """Accepts or rejects an order; a repeated order_id records nothing."""
+        """Accepts or rejects an order, named by its (site_id, order_id).
+
+        Records nothing when the order repeats an earlier one (the first answer is given
+        again), nor when it breaks the contract's field limits (answered `invalid`).
+        """
         now = utc(now)
-        earlier = self._earlier_verdict(order.order_id)
+        if not is_sensible(order, self.definition.currency):
+            return self._outcome(order.order_id, Reason.INVALID)
+        earlier = self._earlier_verdict((order.site_id, order.order_id))
         if earlier is not None:
             return earlier
         reason = order_rejection(self, order, now)
@@ -287,11 +316,14 @@ class Campaign(Aggregate):
         return self._outcome(order.order_id, None)
 
     def cancel_order(self, order_id: str, site_id: str, now: datetime) -> Outcome:
-        """Withdraws a commitment; withdrawing it again records nothing."""
+        """Withdraws the commitment of this site's order; withdrawing it again records nothing,
+        nor does a cancellation whose ids break the contract's limits (answered `invalid`)."""
         now = utc(now)
-        commitment = self.commitments.get(order_id)
-        if commitment is None or commitment.site_id != site_id:
-            # Another site's order is as unknown to this site as one never placed.
+        if not is_order_key(site_id, order_id):
+            return self._outcome(order_id, Reason.INVALID)
+        commitment = self.commitments.get((site_id, order_id))
+        if commitment is None:
+            # Another site's order of the same id is as unknown to this site as one never placed.
             return self._refuse_cancellation(order_id, site_id, Reason.UNKNOWN_ORDER, now)
         if commitment.withdrawn:
             return self._outcome(order_id, None, duplicate=True)
@@ -319,6 +351,9 @@ class Campaign(Aggregate):
     def extend_deadline(self, deadline: datetime, now: datetime) -> None:
         """Moves the deadline later, while the campaign is open."""
         now, deadline = utc(now), utc(deadline, "deadline")
+        if not within_contract_years(deadline):
+            message = f"must be {YEARS_HINT}, not {format_instant(deadline)}"
+            raise DefinitionError([Problem("deadline", message)])
         self._require_open(now)
         if deadline <= self.deadline:
             current, requested = format_instant(self.deadline), format_instant(deadline)
@@ -348,7 +383,7 @@ class Campaign(Aggregate):
             site_id=order.site_id,
             buyer_id=order.buyer_id,
             quantity=order.quantity,
-            max_unit_price=order.max_unit_price,
+            max_unit_price=_rounded(order.max_unit_price, self.definition.currency),
             placed_at=order.placed_at,
             reason=reason.value,
             unit_price=self.unit_price,
@@ -371,10 +406,11 @@ class Campaign(Aggregate):
         )
         return self._outcome(order_id, reason)
 
-    def _earlier_verdict(self, order_id: str) -> Outcome | None:
-        if order_id in self.commitments:
+    def _earlier_verdict(self, key: OrderKey) -> Outcome | None:
+        order_id = key[1]
+        if key in self.commitments:
             return self._outcome(order_id, None, duplicate=True)
-        reason = self.rejected_orders.get(order_id)
+        reason = self.rejected_orders.get(key)
         if reason is not None:
             return self._outcome(order_id, reason, duplicate=True)
         return None
@@ -493,7 +529,7 @@ class Campaign(Aggregate):
             "modified_on": self.modified_on,
             "deadline": self.deadline,
             "commitments": commitments,
-            "rejected_orders": {k: v.value for k, v in self.rejected_orders.items()},
+            "rejected_orders": [[s, o, r.value] for (s, o), r in self.rejected_orders.items()],
             "live_price": self._live_price,
             "committed": self._committed,
             "closing": closing.to_event_fields() if closing is not None else None,
@@ -502,20 +538,23 @@ class Campaign(Aggregate):
     @classmethod
     def _restore(cls, aggregate_id: UUID, version: int, state: Mapping[str, Any]) -> Campaign:
         """The campaign a snapshot state describes, as replaying its events would build it."""
+        if state.get("format") != SNAPSHOT_FORMAT:
+            campaign_id = state.get("opened", {}).get("campaign_id", str(aggregate_id))
+            raise SnapshotFormatError(campaign_id, version, state.get("format"), SNAPSHOT_FORMAT)
         campaign = object.__new__(cls)
         campaign.__base_init__(aggregate_id, version, state["created_on"])
         campaign.modified_on = state["modified_on"]
         campaign._start(CampaignDefinition.from_event_fields(state["opened"]))
         campaign.deadline = state["deadline"]
         for order_id, site_id, buyer_id, quantity, limit, withdrawn in state["commitments"]:
-            campaign.commitments[order_id] = Commitment(
+            campaign.commitments[site_id, order_id] = Commitment(
                 order_id, site_id, buyer_id, quantity, limit, withdrawn
             )
             # Placing then withdrawing, as the events did, leaves the same totals behind.
             campaign._count(site_id, buyer_id, quantity, limit)
             if withdrawn:
                 campaign._count(site_id, buyer_id, -quantity, limit)
-        campaign.rejected_orders = {k: Reason(v) for k, v in state["rejected_orders"].items()}
+        campaign.rejected_orders = {(s, o): Reason(r) for s, o, r in state["rejected_orders"]}
         campaign._live_price, campaign._committed = state["live_price"], state["committed"]
         closing = state["closing"]
         campaign.closing = Closing.from_event(**closing) if closing is not None else None

@@ -12,10 +12,12 @@ from domain.errors import DefinitionError, Problem
 from domain.fields import FieldReader
 from domain.money import is_known_currency, quantum
 from domain.pricing import LinearSchedule, PriceSchedule, Tier, TierSchedule, schedule_from_dict
-from domain.timefmt import format_duration, format_instant, parse_duration
+from domain.text import SLUG, SLUG_HINT
+from domain.timefmt import EARLIEST_INSTANT, format_duration, format_instant, parse_duration
 
-SLUG = r"[a-z0-9][a-z0-9-]{0,63}"
-SLUG_HINT = "1 to 64 lowercase letters, digits or hyphens, not starting with a hyphen"
+# The most units a definition may name, and a campaign commit: far above any real campaign,
+# and a total that every read model's integer column holds.
+MAX_QUANTITY = 1_000_000_000
 
 _FIELD_NAMES = (
     "campaign_id sku title supplier_id currency floor_price pricing minimum_quantity "
@@ -58,6 +60,16 @@ class CampaignDefinition:
         if problems or definition is None:
             raise DefinitionError(problems)
         return definition
+
+    def problems_at_opening(self, now: datetime) -> list[Problem]:
+        """Why this campaign cannot open at `now`: its deadline has passed, or its
+        cancellation cutoff would come before it opens."""
+        if self.deadline <= now:
+            return [Problem("deadline", f"must be later than now ({format_instant(now)})")]
+        opening = now if self.opens_at is None else max(now, self.opens_at)
+        since = f"opening ({format_instant(opening)})"
+        problem = _cutoff_problem(self.cancellation_cutoff, self.deadline, opening, since)
+        return [] if problem is None else [problem]
 
     def to_event_fields(self) -> dict[str, Any]:
         """The fields of the Opened event: money as Decimal, time as datetime."""
@@ -161,11 +173,11 @@ def _read_currency(reader: FieldReader) -> str | None:
 
 
 def _read_quantities(reader: FieldReader) -> tuple[int | None, int | None, int | None]:
-    minimum = reader.integer("minimum_quantity")
-    maximum = reader.integer("maximum_quantity", optional=True)
+    minimum = reader.integer("minimum_quantity", maximum=MAX_QUANTITY)
+    maximum = reader.integer("maximum_quantity", maximum=MAX_QUANTITY, optional=True)
     if minimum is not None and maximum is not None and maximum < minimum:
         reader.problem("maximum_quantity", f"must be at least minimum_quantity ({minimum})")
-    return minimum, maximum, reader.integer("max_per_buyer", optional=True)
+    return minimum, maximum, reader.integer("max_per_buyer", maximum=MAX_QUANTITY, optional=True)
 
 
 def _read_times(
@@ -176,7 +188,26 @@ def _read_times(
     opens_at = reader.instant("opens_at", optional=True)
     if deadline is not None and opens_at is not None and opens_at >= deadline:
         reader.problem("opens_at", "must be before the deadline")
+    elif deadline is not None:
+        # Without opens_at the opening is known only when it happens (`problems_at_opening`);
+        # the earliest instant still keeps `deadline - cutoff` a representable time.
+        start = EARLIEST_INSTANT if opens_at is None else opens_at
+        since = "2000-01-01" if opens_at is None else "opens_at"
+        problem = _cutoff_problem(cutoff, deadline, start, since)
+        if problem is not None:
+            reader.problems.append(problem)
     return deadline, cutoff, opens_at
+
+
+def _cutoff_problem(
+    cutoff: timedelta | None, deadline: datetime, start: datetime, since: str
+) -> Problem | None:
+    # A cutoff at or before the opening would refuse every cancellation from the start.
+    if cutoff is None or cutoff < deadline - start:
+        return None
+    span = format_duration(deadline - start)
+    message = f"must be shorter than the {span} from {since} to the deadline"
+    return Problem("cancellation_cutoff", message)
 
 
 def _read_pricing(
@@ -208,7 +239,8 @@ def _read_tiers(pricing: FieldReader, currency: str) -> tuple[Tier, ...] | None:
     tiers: list[Tier] = []
     for reader in readers:
         reader.reject_unknown(frozenset({"min_quantity", "unit_price"}))
-        start, price = reader.integer("min_quantity"), reader.money("unit_price", currency)
+        start = reader.integer("min_quantity", maximum=MAX_QUANTITY)
+        price = reader.money("unit_price", currency)
         if start is None or price is None:
             continue
         if not tiers and start != 1:
@@ -229,8 +261,8 @@ def _read_linear(
     pricing: FieldReader, floor_price: Decimal | None, currency: str
 ) -> LinearSchedule | None:
     list_price = pricing.money("list_price", currency)
-    start = pricing.integer("from_quantity")
-    end = pricing.integer("to_quantity")
+    start = pricing.integer("from_quantity", maximum=MAX_QUANTITY)
+    end = pricing.integer("to_quantity", maximum=MAX_QUANTITY)
     if start is not None and end is not None and end <= start:
         pricing.problem("to_quantity", f"must be above from_quantity ({start})")
         return None

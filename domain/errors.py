@@ -68,6 +68,18 @@ class DeadlineNotLaterError(CampaignError):
         )
 
 
+class SnapshotFormatError(CampaignError):
+    """A stored snapshot has a shape this code no longer reads."""
+
+    def __init__(self, campaign_id: str, version: int, found: object, expected: int) -> None:
+        self.campaign_id = campaign_id
+        super().__init__(
+            f"the snapshot of campaign {campaign_id!r} at version {version} has format "
+            f"{found!r}, and this groupbuy reads only format {expected}; delete the campaign's "
+            "snapshots (they are only a cache) and it is rebuilt from its events"
+        )
+
+
 class ClockError(CampaignError):
     """A command was given a time without a time zone, so 'when' is ambiguous."""
 

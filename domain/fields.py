@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 from domain.errors import Problem
 from domain.money import parse_money
-from domain.timefmt import parse_duration, parse_instant
+from domain.text import is_clean
+from domain.timefmt import YEARS_HINT, parse_duration, parse_instant, within_contract_years
 
 T = TypeVar("T")
 
@@ -50,7 +51,8 @@ class FieldReader:
     def text(
         self, field: str, *, pattern: str | None = None, hint: str = "", max_length: int = 200
     ) -> str | None:
-        """A non-empty string, optionally matching `pattern`, which `hint` describes."""
+        """A non-empty string without control characters, optionally matching `pattern`,
+        which `hint` describes."""
         raw = self.value(field)
         if raw is None:
             return None
@@ -60,13 +62,22 @@ class FieldReader:
         if len(raw) > max_length:
             self.problem(field, f"must be at most {max_length} characters long")
             return None
+        if not is_clean(raw):
+            self.problem(
+                field,
+                "must not contain control characters (U+0000 to U+001F, U+007F to U+009F) "
+                "or lone surrogates",
+            )
+            return None
         if pattern is not None and not re.fullmatch(pattern, raw):
             self.problem(field, f"must be {hint or pattern}, not {raw!r}")
             return None
         return raw
 
-    def integer(self, field: str, *, minimum: int = 1, optional: bool = False) -> int | None:
-        """A JSON integer of at least `minimum` (true and false are not integers)."""
+    def integer(
+        self, field: str, *, minimum: int = 1, maximum: int, optional: bool = False
+    ) -> int | None:
+        """A JSON integer from `minimum` to `maximum` (true and false are not integers)."""
         raw = self.value(field, optional=optional)
         if raw is None:
             return None
@@ -75,6 +86,9 @@ class FieldReader:
             return None
         if raw < minimum:
             self.problem(field, f"must be at least {minimum}, not {raw}")
+            return None
+        if raw > maximum:
+            self.problem(field, f"must be at most {maximum:,}")  # raw may run to 4,000 digits
             return None
         return raw
 
@@ -87,8 +101,12 @@ class FieldReader:
         return amount
 
     def instant(self, field: str, *, optional: bool = False) -> datetime | None:
-        """An RFC 3339 UTC timestamp."""
-        return self.parsed(field, parse_instant, optional=optional)
+        """An RFC 3339 UTC timestamp between 2000-01-01 and 2999-12-31."""
+        moment = self.parsed(field, parse_instant, optional=optional)
+        if moment is not None and not within_contract_years(moment):
+            self.problem(field, f"must be {YEARS_HINT}, not {moment.date().isoformat()}")
+            return None
+        return moment
 
     def duration(self, field: str, *, optional: bool = False) -> timedelta | None:
         """An ISO 8601 duration such as "PT1H"."""

@@ -9,6 +9,9 @@ from typing import Any
 
 from domain.outcomes import CloseOutcome, CloseReason
 
+# (site_id, order_id): what names an order, since two sites may number their orders alike.
+OrderKey = tuple[str, str]
+
 
 @dataclass(frozen=True, slots=True)
 class Commitment:
@@ -20,6 +23,11 @@ class Commitment:
     quantity: int
     max_unit_price: Decimal | None
     withdrawn: bool = False
+
+    @property
+    def key(self) -> OrderKey:
+        """The (site_id, order_id) that names this commitment's order."""
+        return (self.site_id, self.order_id)
 
     def fills_at(self, unit_price: Decimal) -> bool:
         """Whether this commitment is filled when the group's price is `unit_price`."""

@@ -24,7 +24,8 @@ _MINOR_UNITS = {code: 0 for code in _NO_DECIMALS.split()} | {
 }
 
 # A plain decimal string: no sign, no exponent, a sane number of digits.
-_MONEY_PATTERN = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+_MONEY_PATTERN = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")  # ASCII digits only
+MONEY_CEILING = Decimal(10**12)  # money has at most 12 digits before the point
 
 
 def is_known_currency(code: str) -> bool:

@@ -63,8 +63,10 @@ class Outcome(NamedTuple):
     order makes one).
 
     For a repeated order or cancellation, `duplicate` is true, nothing was recorded, and
-    `verdict` and `reason` repeat the first answer. `unit_price` and `committed_quantity`
-    are the campaign's live figures right after the command.
+    `verdict` and `reason` repeat the first answer. An `invalid` one records nothing either:
+    whatever breaks the contract's field limits never reaches the event store.
+    `unit_price` and `committed_quantity` are the campaign's live figures right after the
+    command.
     """
 
     order_id: str
@@ -76,8 +78,9 @@ class Outcome(NamedTuple):
 
     @property
     def recorded(self) -> bool:
-        """Whether the command recorded an event, which then answers it; a repeat records none."""
-        return not self.duplicate
+        """Whether the command recorded an event, which then answers it; a repeat or an
+        invalid command records none, and the caller answers it."""
+        return not self.duplicate and self.reason is not Reason.INVALID
 
     @property
     def accepted(self) -> bool:

@@ -6,14 +6,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from domain.definition import CampaignDefinition
+from domain.definition import MAX_QUANTITY, CampaignDefinition
 from domain.ledger import Closing
-from domain.money import fits_currency
+from domain.money import MONEY_CEILING, fits_currency
 from domain.outcomes import CloseReason, Order, Reason
+from domain.text import is_identifier, is_slug
 
-# Far above any real order, far below what would overflow a read model's integer column.
+# Far above any real order; a thousand of them still fit a campaign's MAX_QUANTITY.
 MAX_ORDER_QUANTITY = 1_000_000
-MAX_ID_LENGTH = 200
+
+# The rejections that hold an order's (site_id, order_id) for good (`is_remembered`).
+_REMEMBERED = frozenset(
+    {Reason.CAMPAIGN_CLOSED, Reason.SOLD_OUT, Reason.EXCEEDS_STOCK, Reason.PER_BUYER_LIMIT}
+)
 
 
 class RuledCampaign(Protocol):
@@ -43,9 +48,12 @@ class RuledCampaign(Protocol):
 
 
 def order_rejection(campaign: RuledCampaign, order: Order, now: datetime) -> Reason | None:
-    """Why `order` cannot be accepted now, or None if it can."""
-    if not is_sensible(order, campaign.definition.currency):
-        return Reason.INVALID
+    """Why a sensible `order` cannot be accepted now, or None if it can.
+
+    The stock is `maximum_quantity`, or MAX_QUANTITY units when the campaign has no cap: an
+    order that would pass it is rejected `exceeds_stock` (but reaching MAX_QUANTITY does not
+    close such a campaign as sold out).
+    """
     if campaign.closing is not None:
         sold_out = campaign.closing.reason is CloseReason.SOLD_OUT
         return Reason.SOLD_OUT if sold_out else Reason.CAMPAIGN_CLOSED
@@ -58,9 +66,28 @@ def order_rejection(campaign: RuledCampaign, order: Order, now: datetime) -> Rea
     if limit is not None and held + order.quantity > limit:
         return Reason.PER_BUYER_LIMIT
     stock = campaign.definition.maximum_quantity
-    if stock is not None and campaign.committed_quantity + order.quantity > stock:
+    if stock is None:
+        stock = MAX_QUANTITY
+    if campaign.committed_quantity + order.quantity > stock:
         return Reason.EXCEEDS_STOCK
     return None
+
+
+def is_remembered(reason: Reason) -> bool:
+    """Whether an order rejected for `reason` holds its (site_id, order_id), so that the same
+    order sent again gets the same answer without being decided again.
+
+    A site sends an order again after a crash or a timeout, and must not see an order it was
+    told was rejected turn into a commitment later. So the rejections that the campaign's
+    state and the order's own figures give (campaign_closed, sold_out, exceeds_stock,
+    per_buyer_limit) are remembered: the site needs a new order_id to try again.
+
+    Two are not, so that nobody can reserve an id against the genuine order. `invalid`
+    follows from the message alone: the same message sent again is invalid again anyway,
+    and a corrected one is decided afresh. `not_open` means "too early": the same order
+    sent once the campaign is open counts.
+    """
+    return reason in _REMEMBERED
 
 
 def accepting_from(campaign: RuledCampaign) -> datetime:
@@ -84,8 +111,9 @@ def cancellation_rejection(campaign: RuledCampaign, now: datetime) -> Reason | N
 
 
 def is_sensible(order: Order, currency: str) -> bool:
-    """Whether an order that parsed also makes sense: ids, quantity and price limit."""
-    if not (_is_id(order.order_id) and _is_id(order.site_id) and _is_id(order.buyer_id)):
+    """Whether an order keeps to the contract's field limits (ids, quantity, price limit);
+    one that does not is answered `invalid` and never stored."""
+    if not (is_order_key(order.site_id, order.order_id) and is_identifier(order.buyer_id)):
         return False
     quantity = order.quantity
     if isinstance(quantity, bool) or not isinstance(quantity, int):
@@ -95,8 +123,11 @@ def is_sensible(order: Order, currency: str) -> bool:
     limit = order.max_unit_price
     if limit is None:
         return True
-    return isinstance(limit, Decimal) and fits_currency(limit, currency) and limit > 0
+    return (
+        isinstance(limit, Decimal) and fits_currency(limit, currency) and 0 < limit < MONEY_CEILING
+    )
 
 
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+def is_order_key(site_id: object, order_id: object) -> bool:
+    """Whether (site_id, order_id) can name an order: a slug and an id of the contract."""
+    return is_slug(site_id) and is_identifier(order_id)

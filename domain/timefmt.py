@@ -15,6 +15,10 @@ _DURATION = re.compile(
     r"P(?:(?P<weeks>\d{1,6})W)?(?:(?P<days>\d{1,6})D)?"
     r"(?:T(?=\d)(?:(?P<hours>\d{1,6})H)?(?:(?P<minutes>\d{1,6})M)?(?:(?P<seconds>\d{1,6})S)?)?"
 )
+# The contract's instants lie in these years; far ones would overflow time arithmetic.
+EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+END_OF_INSTANTS = datetime(3000, 1, 1, tzinfo=UTC)  # the first instant past 2999-12-31
+YEARS_HINT = "between 2000-01-01 and 2999-12-31"
 
 
 def utc(moment: datetime, name: str = "now") -> datetime:
@@ -40,6 +44,11 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         msg = f"is not a real date and time: {text!r}"
         raise ValueError(msg) from None
+
+
+def within_contract_years(moment: datetime) -> bool:
+    """Whether `moment` lies between 2000-01-01 and 2999-12-31, as the contract's instants do."""
+    return EARLIEST_INSTANT <= moment < END_OF_INSTANTS
 
 
 def format_instant(moment: datetime) -> str:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from domain.definition import CampaignDefinition
 from domain.pricing import LinearSchedule, PriceSchedule, Tier, TierSchedule
-from tests.unit.builders import DEADLINE
+from tests.unit.builders import DEADLINE, DURING
 
 CENT = Decimal("0.01")
 
@@ -79,5 +79,6 @@ def definitions(draw: st.DrawFn) -> CampaignDefinition:
         max_per_buyer=draw(st.one_of(st.none(), st.integers(1, 10))),
         deadline=DEADLINE,
         cancellation_cutoff=draw(st.sampled_from([None, timedelta(hours=1), timedelta(days=1)])),
-        opens_at=None,
+        # Orders come from DURING on: some histories start before the campaign opens.
+        opens_at=draw(st.sampled_from([None, DURING + timedelta(minutes=30)])),
     )

@@ -13,7 +13,12 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.application import GroupBuying
 from domain.campaign import Campaign
-from domain.errors import CampaignClosedError, CampaignExistsError, UnknownCampaignError
+from domain.errors import (
+    CampaignClosedError,
+    CampaignExistsError,
+    SnapshotFormatError,
+    UnknownCampaignError,
+)
 from domain.outcomes import Reason
 from tests.unit.builders import DEADLINE, DURING, OPENED_AT, order, small_definition
 
@@ -151,7 +156,7 @@ def test_snapshots_restore_the_campaign_replaying_only_later_events() -> None:
     with SnapshottingGroupBuying(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}) as app:
         app.open_campaign(small_definition(), OPENED_AT)
         cancelled = order(2, max_price="9.00")
-        for placed in (order(3), cancelled, order(1, max_price="7.00"), order(0)):
+        for placed in (order(3), cancelled, order(1, max_price="7.00"), order(7)):
             app.place_order("small", placed, DURING)
         app.cancel_order("small", cancelled.order_id, cancelled.site_id, DURING)
         app.close_if_due("small", DEADLINE)
@@ -161,3 +166,35 @@ def test_snapshots_restore_the_campaign_replaying_only_later_events() -> None:
         live = app.get_campaign("small")
         app.forget("small")
         assert app.get_campaign("small") == live == stored(app)
+
+
+def test_an_invalid_order_is_answered_but_never_stored(app: GroupBuying) -> None:
+    app.place_order("small", order(2), DURING)
+    outcome = app.place_order("small", order(0), DURING)
+    assert (outcome.reason, outcome.recorded) == (Reason.INVALID, False)
+    assert stored(app).version == 2
+    assert [type(e).__name__ for e in app.events.get(Campaign.create_id("small"))] == [
+        "Opened",
+        "CommitmentPlaced",
+    ]
+
+
+def test_a_snapshot_of_an_older_format_stops_the_load_with_a_clear_error() -> None:
+    with SnapshottingGroupBuying(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}) as app:
+        app.open_campaign(small_definition(), OPENED_AT)
+        for placed in (order(1), order(1), order(7)):
+            app.place_order("small", placed, DURING)
+        assert app.snapshots is not None
+        [snapshot] = app.snapshots.get(Campaign.create_id("small"))
+        assert isinstance(snapshot, Campaign.Snapshot)
+        older = Campaign.Snapshot(
+            originator_id=snapshot.originator_id,
+            originator_version=4,
+            timestamp=snapshot.timestamp,
+            topic=snapshot.topic,
+            state=snapshot.state | {"format": 1, "rejected_orders": {}},
+        )
+        app.snapshots.put([older])
+        app.forget("small")
+        with pytest.raises(SnapshotFormatError, match="'small' at version 4 has format 1"):
+            app.get_campaign("small")

@@ -17,7 +17,7 @@ def test_cancelling_an_order_withdraws_its_commitment() -> None:
     outcome = campaign.cancel_order(placed.order_id, placed.site_id, DURING)
     assert outcome.verdict is Verdict.ACCEPTED
     assert outcome.committed_quantity == 0
-    assert campaign.commitments[placed.order_id].withdrawn
+    assert campaign.commitments[placed.site_id, placed.order_id].withdrawn
 
 
 def test_a_cancellation_records_a_commitment_withdrawn_event() -> None:
@@ -142,3 +142,25 @@ def test_cancelling_after_the_deadline_or_close_is_rejected_as_campaign_closed()
     campaign.close_if_due(DEADLINE)
     after = campaign.cancel_order(placed.order_id, placed.site_id, DURING)
     assert after.reason is Reason.CAMPAIGN_CLOSED
+
+
+def test_a_cancellation_with_ids_outside_the_contract_is_invalid_and_records_nothing() -> None:
+    campaign = open_campaign()
+    placed = order(1)
+    campaign.place_order(placed, DURING)
+    campaign.collect_events()
+    for order_id, site_id in [("x" * 129, "site-a"), ("site-a:\x00", "site-a"), ("1", "Site A")]:
+        outcome = campaign.cancel_order(order_id, site_id, DURING)
+        assert (outcome.reason, outcome.recorded) == (Reason.INVALID, False)
+    assert campaign.collect_events() == []
+    assert campaign.committed_quantity == 1
+
+
+def test_a_cancellation_finds_only_its_own_site_s_order_of_that_id() -> None:
+    campaign = open_campaign()
+    campaign.place_order(order(1, site="site-a", order_id="1001"), DURING)
+    campaign.place_order(order(2, site="site-b", order_id="1001"), DURING)
+    assert campaign.cancel_order("1001", "site-b", DURING).committed_quantity == 1
+    assert not campaign.commitments["site-a", "1001"].withdrawn
+    assert campaign.commitments["site-b", "1001"].withdrawn
+    assert campaign.cancel_order("1001", "site-c", DURING).reason is Reason.UNKNOWN_ORDER

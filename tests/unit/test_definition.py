@@ -173,3 +173,87 @@ def test_unknown_fields_are_refused_because_they_are_usually_typos() -> None:
 
 def test_a_definition_must_be_a_json_object() -> None:
     assert problems_of(["laptop-x1"]) == {"definition": "must be a JSON object"}
+
+
+@pytest.mark.parametrize("field", ["title", "sku"])
+@pytest.mark.parametrize(
+    "text", ["X1\x00", "X1\nlaptop", "X1\tlaptop", "X1\x7f", "X1\x9b", "X\ud800"]
+)
+def test_titles_and_skus_refuse_control_characters_and_lone_surrogates(
+    field: str, text: str
+) -> None:
+    problems = problems_of(definition_json(**{field: text}))
+    assert "control characters" in problems[field]
+
+
+@pytest.mark.parametrize("field", ["title", "sku"])
+def test_titles_and_skus_are_at_most_200_characters(field: str) -> None:
+    assert "at most 200" in problems_of(definition_json(**{field: "é" * 201}))[field]
+    definition = CampaignDefinition.from_json_dict(definition_json(**{field: "é€" * 100}))
+    assert getattr(definition, field) == "é€" * 100
+
+
+@pytest.mark.parametrize("field", ["minimum_quantity", "maximum_quantity", "max_per_buyer"])
+def test_quantities_are_at_most_a_billion(field: str) -> None:
+    others = {"minimum_quantity": 1, "maximum_quantity": None}
+    changes = others | {field: 1_000_000_001}
+    assert problems_of(definition_json(**changes)) == {field: "must be at most 1,000,000,000"}
+    fine = others | {field: 1_000_000_000}
+    assert getattr(CampaignDefinition.from_json_dict(definition_json(**fine)), field) == 10**9
+
+
+def test_schedule_quantities_are_at_most_a_billion() -> None:
+    tiers = [
+        {"min_quantity": 1, "unit_price": "90.00"},
+        {"min_quantity": 2**31, "unit_price": "80.00"},
+    ]
+    problems = problems_of(definition_json(pricing={"kind": "tiers", "tiers": tiers}))
+    assert "at most 1,000,000,000" in problems["pricing.tiers[1].min_quantity"]
+    linear = {"kind": "linear", "list_price": "90.00", "from_quantity": 1, "to_quantity": 10**12}
+    assert "at most" in problems_of(definition_json(pricing=linear))["pricing.to_quantity"]
+
+
+@pytest.mark.parametrize("cutoff", ["P200000W", "P999999W", "P999999D", "PT999999H"])
+def test_a_cutoff_longer_than_any_campaign_is_refused_naming_the_field(cutoff: str) -> None:
+    problems = problems_of(definition_json(cancellation_cutoff=cutoff))
+    assert set(problems) == {"cancellation_cutoff"}
+    assert "must be shorter than" in problems["cancellation_cutoff"]
+
+
+def test_the_cutoff_must_be_shorter_than_the_time_from_opens_at_to_the_deadline() -> None:
+    opens_at = "2026-12-01T17:00:00Z"  # an hour before the deadline
+    problems = problems_of(definition_json(opens_at=opens_at, cancellation_cutoff="PT1H"))
+    assert problems == {
+        "cancellation_cutoff": "must be shorter than the PT1H from opens_at to the deadline"
+    }
+    shorter = definition_json(opens_at=opens_at, cancellation_cutoff="PT59M59S")
+    assert CampaignDefinition.from_json_dict(shorter).cancellation_cutoff == timedelta(
+        minutes=59, seconds=59
+    )
+
+
+def test_the_longest_cutoff_allowed_is_stored_and_read_back() -> None:
+    data = definition_json(deadline="2999-12-31T23:59:59Z", cancellation_cutoff="P52000W")
+    definition = CampaignDefinition.from_json_dict(data)
+    assert definition.cancellation_cutoff == timedelta(weeks=52_000)
+    fields = definition.to_event_fields()
+    assert fields["cancellation_cutoff"] == "P364000D"
+    assert CampaignDefinition.from_event_fields(fields) == definition
+
+
+@pytest.mark.parametrize(
+    "instant", ["1999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "3000-01-01T00:00:00Z"]
+)
+@pytest.mark.parametrize("field", ["deadline", "opens_at"])
+def test_the_deadline_and_opens_at_lie_between_2000_and_2999(field: str, instant: str) -> None:
+    changes = {field: instant} | (
+        {"deadline": "2999-12-31T23:59:59Z"} if field == "opens_at" else {}
+    )
+    problems = problems_of(definition_json(**changes))
+    assert problems[field].startswith("must be between 2000-01-01 and 2999-12-31")
+
+
+def test_the_last_instant_of_2999_is_a_valid_deadline() -> None:
+    data = definition_json(deadline="2999-12-31T23:59:59.999999Z", opens_at="2000-01-01T00:00:00Z")
+    definition = CampaignDefinition.from_json_dict(data)
+    assert definition.deadline.year == 2999

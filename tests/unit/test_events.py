@@ -31,7 +31,7 @@ def every_kind_of_event() -> list[CanMutateAggregate[UUID]]:
     campaign = Campaign.open(open_campaign().definition, DURING - timedelta(hours=1))
     placed = order(2, max_price="9.00")
     campaign.place_order(placed, DURING)
-    campaign.place_order(order(0), DURING)
+    campaign.place_order(order(7), DURING)  # over the per-buyer limit of 6
     campaign.cancel_order(placed.order_id, placed.site_id, DURING)
     campaign.cancel_order("site-a:404", "site-a", DURING)
     campaign.extend_deadline(DEADLINE + timedelta(days=1), DURING)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -163,3 +163,26 @@ def test_after_a_success_the_live_figures_are_the_final_ones() -> None:
     campaign.close_if_due(DEADLINE)
     late = campaign.place_order(order(1), DEADLINE)
     assert (late.unit_price, late.committed_quantity) == (Decimal("8.00"), 6)
+
+
+def test_a_campaign_cannot_open_when_its_cutoff_would_already_have_passed() -> None:
+    half_an_hour_before = DEADLINE - timedelta(minutes=30)  # the cutoff is an hour
+    with pytest.raises(DefinitionError) as caught:
+        Campaign.open(small_definition(), half_an_hour_before)
+    [problem] = caught.value.problems
+    assert problem.field == "cancellation_cutoff"
+    assert problem.message == (
+        "must be shorter than the PT30M from opening (2026-12-01T17:30:00Z) to the deadline"
+    )
+    in_time = Campaign.open(small_definition(), DEADLINE - timedelta(minutes=61))
+    assert in_time.definition.cancellation_cutoff == timedelta(hours=1)
+
+
+def test_the_deadline_cannot_be_extended_past_2999() -> None:
+    campaign = open_campaign()
+    far = datetime(3000, 1, 1, tzinfo=UTC)
+    with pytest.raises(DefinitionError, match="deadline: must be between 2000-01-01 and 2999"):
+        campaign.extend_deadline(far, DURING)
+    assert campaign.deadline == DEADLINE
+    campaign.extend_deadline(far - timedelta(microseconds=1), DURING)
+    assert campaign.deadline.year == 2999

@@ -106,3 +106,8 @@ def test_a_time_without_zone_is_refused_and_other_zones_become_utc() -> None:
     assert utc(datetime(2026, 11, 27, 11, 0, tzinfo=paris)) == datetime(
         2026, 11, 27, 10, 0, tzinfo=UTC
     )
+
+
+def test_money_in_another_scripts_digits_is_refused() -> None:
+    with pytest.raises(ValueError, match="decimal string"):
+        parse_money("٧٩.00", "EUR")

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from domain.campaign import Campaign
+from domain.definition import MAX_QUANTITY
 from domain.outcomes import CloseReason, Order, Reason, Verdict
 from tests.unit.builders import DEADLINE, DURING, OPENED_AT, open_campaign, order
 
@@ -62,13 +63,13 @@ def test_the_same_order_id_placed_twice_is_one_commitment() -> None:
 
 
 def test_a_repeated_rejected_order_repeats_its_reason_without_a_new_event() -> None:
-    campaign = open_campaign()
-    campaign.place_order(order(0, order_id="site-a:8"), DURING)
+    campaign = open_campaign()  # at most 6 units a buyer
+    campaign.place_order(order(7, order_id="site-a:8", buyer="b-1"), DURING)
     campaign.collect_events()
-    again = campaign.place_order(order(1, order_id="site-a:8"), DURING)
+    again = campaign.place_order(order(7, order_id="site-a:8", buyer="b-1"), DURING)
     assert (again.verdict, again.reason, again.duplicate) == (
         Verdict.REJECTED,
-        Reason.INVALID,
+        Reason.PER_BUYER_LIMIT,
         True,
     )
     assert campaign.collect_events() == []
@@ -188,11 +189,126 @@ def test_an_order_that_reached_kafka_before_the_campaign_opened_is_rejected_as_n
         Order("", "site-a", "b-1", 1),
         Order("site-a:1", "", "b-1", 1),
         Order("site-a:1", "site-a", "", 1),
-        Order("s" * 201, "site-a", "b-1", 1),
+        Order("s" * 129, "site-a", "b-1", 1),
+        Order("site-a:1", "site-a", "b" * 129, 1),
+        Order("site-a:1\x00", "site-a", "b-1", 1),
+        Order("site-a:1", "site-a", "b-1\n", 1),
+        Order("site-a:1", "site-a", "b-\x85", 1),
+        Order("site-a:1", "site-a", "b-\x7f", 1),
+        Order("site-a:\ud800", "site-a", "b-1", 1),
+        Order("site-a:1", "Site A", "b-1", 1),
+        Order("site-a:1", "-site-a", "b-1", 1),
     ],
 )
 def test_an_order_that_makes_no_sense_is_rejected_as_invalid(bad: Order) -> None:
     assert open_campaign().place_order(bad, DURING).reason is Reason.INVALID
+
+
+def test_ids_up_to_the_contract_s_limits_are_accepted() -> None:
+    campaign = open_campaign()
+    longest = Order("o" * 128, "s" * 64, "b-ü€" + "b" * 124, 1)
+    assert campaign.place_order(longest, DURING).accepted
+
+
+def test_an_invalid_order_records_nothing_and_is_answered_with_the_live_figures() -> None:
+    campaign = open_campaign()
+    campaign.place_order(order(4), DURING)
+    campaign.collect_events()
+    version = campaign.version
+    outcome = campaign.place_order(order(0), DURING)
+    assert campaign.collect_events() == []
+    assert campaign.version == version
+    assert (outcome.verdict, outcome.reason) == (Verdict.REJECTED, Reason.INVALID)
+    assert (outcome.unit_price, outcome.committed_quantity) == (Decimal("10.00"), 4)
+    assert not outcome.recorded
+    assert not outcome.duplicate
+
+
+def test_an_invalid_order_does_not_hold_its_id_against_the_corrected_order() -> None:
+    campaign = open_campaign()
+    campaign.place_order(order(0, order_id="site-a:2002"), DURING)
+    corrected = campaign.place_order(order(2, order_id="site-a:2002"), DURING)
+    assert corrected.accepted
+    assert not corrected.duplicate
+    assert campaign.committed_quantity == 2
+
+
+def test_a_repeat_of_an_invalid_order_is_invalid_again() -> None:
+    campaign = open_campaign()
+    bad = order(0)
+    first, again = campaign.place_order(bad, DURING), campaign.place_order(bad, DURING)
+    assert first == again
+    assert again.reason is Reason.INVALID
+
+
+def test_an_invalid_order_reusing_an_accepted_order_s_id_is_invalid_not_a_repeat() -> None:
+    campaign = open_campaign()
+    campaign.place_order(order(2, order_id="site-a:5"), DURING)
+    outcome = campaign.place_order(order(0, order_id="site-a:5"), DURING)
+    assert (outcome.reason, outcome.duplicate) == (Reason.INVALID, False)
+    assert campaign.committed_quantity == 2
+
+
+def test_an_order_too_early_does_not_hold_its_id_once_the_campaign_opens() -> None:
+    campaign = open_campaign(opens_at="2026-11-28T00:00:00Z")
+    early = order(1)
+    assert campaign.place_order(early, DURING).reason is Reason.NOT_OPEN
+    [rejected] = campaign.collect_events()
+    assert isinstance(rejected, Campaign.OrderRejected)  # still answered by an event
+    later = campaign.place_order(early, OPENED_AT + timedelta(days=1, hours=1))
+    assert later.accepted
+    assert not later.duplicate
+    assert campaign.committed_quantity == 1
+
+
+def test_a_rejection_over_the_buyer_s_limit_holds_even_once_the_allowance_is_freed() -> None:
+    campaign = open_campaign(max_per_buyer=3)
+    held = order(3, buyer="b-1")
+    campaign.place_order(held, DURING)
+    refused = order(1, buyer="b-1")
+    assert campaign.place_order(refused, DURING).reason is Reason.PER_BUYER_LIMIT
+    campaign.cancel_order(held.order_id, held.site_id, DURING)
+    again = campaign.place_order(refused, DURING)
+    assert (again.reason, again.duplicate) == (Reason.PER_BUYER_LIMIT, True)
+    assert campaign.committed_quantity == 0
+
+
+def test_a_rejection_over_the_stock_holds_even_once_stock_is_freed() -> None:
+    campaign = open_campaign(maximum_quantity=10)
+    held = order(6)
+    campaign.place_order(held, DURING)
+    refused = order(5)
+    assert campaign.place_order(refused, DURING).reason is Reason.EXCEEDS_STOCK
+    campaign.cancel_order(held.order_id, held.site_id, DURING)
+    again = campaign.place_order(refused, DURING)
+    assert (again.reason, again.duplicate) == (Reason.EXCEEDS_STOCK, True)
+
+
+@pytest.mark.parametrize("reason", [Reason.CAMPAIGN_CLOSED, Reason.SOLD_OUT])
+def test_a_rejection_by_a_closed_campaign_is_repeated_for_the_same_order(reason: Reason) -> None:
+    campaign = open_campaign(maximum_quantity=10)
+    if reason is Reason.SOLD_OUT:
+        campaign.place_order(order(6), DURING)
+        campaign.place_order(order(4), DURING)
+    else:
+        campaign.cancel(DURING)
+    late = order(1)
+    assert campaign.place_order(late, DURING).reason is reason
+    campaign.collect_events()
+    again = campaign.place_order(late, DURING)
+    assert (again.reason, again.duplicate) == (reason, True)
+    assert campaign.collect_events() == []
+
+
+def test_a_campaign_without_a_stock_cap_commits_at_most_a_billion_units() -> None:
+    campaign = open_campaign(maximum_quantity=None, max_per_buyer=None)
+    for _ in range(1000):
+        assert campaign.place_order(order(1_000_000), DURING).accepted
+    assert campaign.committed_quantity == MAX_QUANTITY
+    outcome = campaign.place_order(order(1), DURING)
+    assert outcome.reason is Reason.EXCEEDS_STOCK
+    assert campaign.committed_quantity == MAX_QUANTITY
+    assert campaign.closing is None  # no cap, so no sell-out: it runs to its deadline
 
 
 def test_an_invalid_order_is_invalid_even_after_close() -> None:

@@ -19,7 +19,7 @@ from domain.clearing import clear
 from domain.definition import CampaignDefinition
 from domain.demand import Demand
 from domain.errors import CampaignClosedError, DeadlineNotLaterError
-from domain.outcomes import CloseOutcome, Order
+from domain.outcomes import CloseOutcome, Order, Outcome, Reason
 from domain.pricing import PriceSchedule
 from tests.unit.brute import brute_force_clearing, willing_at
 from tests.unit.builders import DURING
@@ -154,10 +154,14 @@ def run(campaign: Campaign, step: Step, now: Any) -> Any:
     match step:
         case Place(slot, buyer, site, quantity, limit):
             order = Order(f"o{slot}", f"site-{site}", f"b{buyer}", quantity, limit)
-            known = f"o{slot}" in campaign.commitments or f"o{slot}" in campaign.rejected_orders
+            key = (order.site_id, order.order_id)
+            known = key in campaign.commitments or key in campaign.rejected_orders
             before = copy.deepcopy(vars(campaign))
             outcome = campaign.place_order(order, now)
-            if known:  # placing the same order twice changes nothing
+            if quantity == 0:  # invalid: answered, never recorded, holds nothing
+                assert (outcome.reason, outcome.recorded) == (Reason.INVALID, False)
+                assert vars(campaign) == before
+            elif known:  # placing the same order twice changes nothing
                 assert outcome.duplicate
                 assert vars(campaign) == before
         case Cancel(slot, site):
@@ -225,6 +229,92 @@ def test_random_histories_keep_every_invariant_and_replay_to_the_same_state(
         check_invariants(campaign)
         events.extend(campaign.collect_events())
     assert campaign.closing is not None
+    stored = [MAPPER.to_domain_event(MAPPER.to_stored_event(e)) for e in events]
+    assert vars(project_aggregate(None, stored)) == vars(campaign)
+    snapshot = MAPPER.to_stored_event(Campaign.Snapshot.take(campaign))
+    assert vars(project_aggregate(None, [MAPPER.to_domain_event(snapshot)])) == vars(campaign)
+
+
+def site_steps(definition: CampaignDefinition) -> st.SearchStrategy[list[Step]]:
+    """Orders and cancellations from three sites that number their orders alike (o0 to o3)."""
+    place = st.builds(
+        Place,
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.integers(0, 2),
+        st.integers(0, 6),
+        limits(definition.pricing),
+    )
+    cancel = st.builds(Cancel, st.integers(0, 3), st.integers(0, 2))
+    wait = st.builds(Wait, st.integers(1, 60 * 24))
+    return st.lists(st.one_of(place, place, place, cancel, wait, st.just(Clock())), max_size=40)
+
+
+@dataclass
+class Tally:
+    """What the outcomes said, order by order: the units each (site, order_id) committed."""
+
+    accepted: dict[tuple[str, str], int]
+    withdrawn: set[tuple[str, str]]
+    answered: set[tuple[str, str]]  # accepted, or rejected for good
+
+    def place(self, key: tuple[str, str], quantity: int, outcome: Outcome) -> None:
+        if quantity == 0:  # invalid, whatever came before, and holding nothing
+            assert (outcome.reason, outcome.duplicate) == (Reason.INVALID, False)
+            return
+        # A repeat is only ever the repeat of an order of the same site and order_id.
+        assert outcome.duplicate == (key in self.answered)
+        if outcome.duplicate or not outcome.recorded:
+            return
+        if outcome.accepted:
+            self.accepted[key] = quantity
+        if outcome.accepted or outcome.reason in REMEMBERED:
+            self.answered.add(key)
+
+    def cancel(self, key: tuple[str, str], outcome: Outcome) -> None:
+        assert outcome.accepted == (key in self.accepted and outcome.reason is None)
+        if outcome.accepted:
+            self.withdrawn.add(key)
+
+    def committed(self) -> int:
+        return sum(q for key, q in self.accepted.items() if key not in self.withdrawn)
+
+
+REMEMBERED = {Reason.CAMPAIGN_CLOSED, Reason.SOLD_OUT, Reason.EXCEEDS_STOCK, Reason.PER_BUYER_LIMIT}
+
+
+@HISTORIES
+@given(definitions().flatmap(lambda d: st.tuples(st.just(d), site_steps(d))))
+def test_sites_reusing_order_ids_each_count_once_and_replay_to_the_same_state(
+    history: tuple[CampaignDefinition, list[Step]],
+) -> None:
+    definition, plan = history
+    campaign = Campaign.open(definition, DURING - timedelta(hours=1))
+    events = list(campaign.collect_events())
+    tally, now = Tally({}, set(), set()), DURING
+    for step in plan:
+        match step:
+            case Place(slot, buyer, site, quantity, limit):
+                order = Order(f"o{slot}", f"site-{site}", f"b{buyer}", quantity, limit)
+                outcome = campaign.place_order(order, now)
+                tally.place((order.site_id, order.order_id), quantity, outcome)
+            case Cancel(slot, site):
+                outcome = campaign.cancel_order(f"o{slot}", f"site-{site}", now)
+                tally.cancel((f"site-{site}", f"o{slot}"), outcome)
+            case Wait(minutes):
+                now += timedelta(minutes=minutes)
+            case Clock():
+                campaign.close_if_due(now)
+        new = campaign.collect_events()
+        assert len(new) <= 2  # at most a commitment and the sell-out it brings
+        if isinstance(step, Place) and step.quantity == 0:
+            assert new == []  # invalid orders never reach the event store
+        events.extend(new)
+        live = [c for c in campaign.commitments.values() if not c.withdrawn]
+        assert sum(c.quantity for c in live) == tally.committed()
+        if campaign.closing is None:
+            assert campaign.committed_quantity == tally.committed()
+    assert set(campaign.commitments) == set(tally.accepted)
     stored = [MAPPER.to_domain_event(MAPPER.to_stored_event(e)) for e in events]
     assert vars(project_aggregate(None, stored)) == vars(campaign)
     snapshot = MAPPER.to_stored_event(Campaign.Snapshot.take(campaign))
