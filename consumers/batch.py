@@ -8,7 +8,36 @@ from typing import NamedTuple
 
 from eventsourcing.persistence import Tracking
 
-Headers = tuple[tuple[str, bytes], ...]
+# Kafka header values may be null (kafka-python gives None); names are text, see RawHeaderKey.
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+class RawHeaderKey(str):
+    """A Kafka header name that is not UTF-8, kept byte for byte.
+
+    Kafka does not check header names, so a site can send any bytes. The text holds the
+    bytes that are not UTF-8 as lone surrogates (Python's "surrogateescape"), and `encode`
+    gives the original bytes back whatever it is asked: kafka-python's producer, which
+    writes a name as `name.encode("utf-8")`, then publishes the name exactly as received.
+    """
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, "utf-8", "surrogateescape")
+
+
+def header_name(raw: bytes) -> str:
+    """A header name from its bytes: text if they are UTF-8, else a RawHeaderKey."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return RawHeaderKey(raw.decode("utf-8", "surrogateescape"))
+
+
+def header_name_bytes(name: str) -> bytes:
+    """The bytes of a header name, as Kafka carries it."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 class Record(NamedTuple):
@@ -60,3 +89,21 @@ class FencedTracking(Tracking):
     """
 
     expected: int | None = None
+
+
+class DependencyError(Exception):
+    """The database (or another dependency) failed while a batch was applied.
+
+    No record is at fault: the loop applies the batch again after a pause, and sets no
+    record aside for it.
+    """
+
+
+class RecordError(Exception):
+    """One record of a batch cannot be applied: the loop saves the others, and sets this
+    one aside as a dead letter (or stops, naming it, where there is no dead-letter queue)."""
+
+    def __init__(self, record: Record, reason: str) -> None:
+        super().__init__(f"{record.topic}:{record.partition} at offset {record.offset}: {reason}")
+        self.record = record
+        self.reason = reason

@@ -7,8 +7,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from consumers.batch import FencedTracking, OutboxMessage, Record
-from consumers.order_messages import MalformedMessageError, OrderMessage, PlaceOrder, decode
+import psycopg
+from eventsourcing.persistence import PersistenceError
+
+from consumers.batch import DependencyError, FencedTracking, OutboxMessage, Record, RecordError
+from consumers.order_messages import (
+    CancelOrder,
+    MalformedMessageError,
+    OrderMessage,
+    PlaceOrder,
+    decode,
+)
 from consumers.order_results import dead_letter, order_result
 from domain.application import GroupBuying
 from domain.campaign import Campaign
@@ -17,6 +26,23 @@ from domain.outcomes import Outcome
 log = logging.getLogger(__name__)
 
 LoadCampaign = Callable[[str], Campaign | None]
+# What loading a campaign raises when the database, not the order, is at fault.
+LOAD_FAILURES = (PersistenceError, psycopg.Error, OSError, MemoryError)
+
+
+class CampaignLoadError(DependencyError):
+    """The event store could not load a campaign: the whole batch is applied again later.
+
+    Never a dead letter: the order is most likely valid, and the DLQ would lose it.
+    """
+
+
+class HalfAppliedError(RecordError):
+    """A command failed after it had recorded an event in its campaign.
+
+    The campaign in memory then holds part of an order that will be a dead letter, so the
+    batch cannot be saved as it is: the loop saves the records around this one without it.
+    """
 
 
 @dataclass
@@ -39,6 +65,11 @@ class OrderIngestion:
     dlq_topic: str
 
     def apply(self, records: Iterable[Record]) -> IngestBatch:
+        """Every record becomes a result or a dead letter, whatever it holds.
+
+        Raises CampaignLoadError when the database failed (apply the batch again later), and
+        HalfAppliedError when a record cannot be set aside without saving around it.
+        """
         batch = IngestBatch()
         appended_ms, now = -1, datetime.min
         topic, partition, name = "", -1, ""
@@ -54,29 +85,80 @@ class OrderIngestion:
         return batch
 
     def _handle(self, batch: IngestBatch, record: Record, now: datetime) -> OutboxMessage | None:
+        command = None
         try:
             command = decode(record.value)
+            _check_storable(command)
+            outcome = self._apply(batch, command, now)
+            if outcome is not None and outcome.recorded:
+                return None
+            return order_result(self.results_topic, command, outcome)
         except MalformedMessageError as error:
             return dead_letter(self.dlq_topic, record, str(error))
-        try:
-            outcome = self._apply(batch, command, now)
+        except (DependencyError, MemoryError):
+            raise  # not this record's doing: the whole batch again, later
         except Exception as error:  # a bug must not stop ingestion: park the message
+            if command is not None and _recorded_for(batch, command):
+                raise HalfAppliedError(record, f"internal error: {error!r}") from error
             log.exception("order at %s@%d failed", record.position_name, record.offset)
             return dead_letter(self.dlq_topic, record, f"internal error: {error!r}")
-        if outcome is not None and outcome.recorded:
-            return None
-        return order_result(self.results_topic, command, outcome)
 
     def _apply(self, batch: IngestBatch, command: OrderMessage, now: datetime) -> Outcome | None:
         """`now` is the broker's append time: it decides whether an order came in time
         (docs/contract.md, "When an order counts")."""
-        campaign = batch.campaigns.get(command.campaign_id) or self.load(command.campaign_id)
+        campaign = batch.campaigns.get(command.campaign_id) or self._load(command.campaign_id)
         if campaign is None:
             return None
         batch.campaigns[command.campaign_id] = campaign
+        if command.problem is not None:  # readable, but past a field limit: never stored
+            return campaign.answer_invalid(command.order_id)
         if isinstance(command, PlaceOrder):
             return campaign.place_order(command, now)
         return campaign.cancel_order(command.order_id, command.site_id, now)
+
+    def _load(self, campaign_id: str) -> Campaign | None:
+        try:
+            return self.load(campaign_id)
+        except LOAD_FAILURES as error:
+            raise CampaignLoadError(f"cannot load campaign {campaign_id!r}: {error!r}") from error
+
+
+def _check_storable(command: OrderMessage) -> None:
+    """Refuse ids that UTF-8 cannot hold (a lone surrogate, which a JSON escape can carry).
+
+    They would fail only when the batch is saved (the event store, a result's key), for
+    the whole batch; here they fail for their own record. ASCII ids, nearly all, pass in
+    four quick looks.
+    """
+    if (
+        command.order_id.isascii()
+        and command.site_id.isascii()
+        and command.campaign_id.isascii()
+        and (isinstance(command, CancelOrder) or command.buyer_id.isascii())
+    ):
+        return
+    if command.problem is not None:
+        return  # answered `invalid` without reaching the campaign: nothing of it is stored
+    for name in ("order_id", "site_id", "campaign_id", "buyer_id"):
+        value = getattr(command, name, "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise MalformedMessageError(
+                f"field {name!r} is not valid Unicode: {error.reason} at character {error.start}"
+            ) from None
+
+
+def _recorded_for(batch: IngestBatch, command: OrderMessage) -> bool:
+    """Whether the campaign holds an unsaved event of this order (from this command, or
+    from an earlier record of the same order in the batch: either way, saving around the
+    record is safe)."""
+    campaign = batch.campaigns.get(command.campaign_id)
+    if campaign is None:
+        return False
+    return any(
+        getattr(event, "order_id", None) == command.order_id for event in campaign.pending_events
+    )
 
 
 class IngestSink:
@@ -99,6 +181,14 @@ class IngestSink:
         self.app.save_with_tracking(
             batch.campaigns.values(), None, positions=positions, outbox=batch.outbox
         )
+
+    def park(self, record: Record, reason: str, expected: dict[str, int | None]) -> None:
+        """Save `record` as a dead letter saying `reason`, with its position, and nothing
+        else: what its batch did without it is saved apart."""
+        name = record.position_name
+        position = FencedTracking(name, record.offset, expected=expected.get(name))
+        letter = dead_letter(self.ingestion.dlq_topic, record, reason)
+        self.app.save_with_tracking((), None, positions=[position], outbox=[letter])
 
     def forget(self) -> None:
         # After a rebalance another process may have written these campaigns.

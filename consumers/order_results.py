@@ -100,7 +100,8 @@ def _result_type(cancelling: bool, *, accepted: bool) -> str:
 def dead_letter(topic: str, record: Record, error: str) -> OutboxMessage:
     """The record byte for byte, with headers saying what was wrong and where it came from."""
     about = (
-        ("error", error.encode()),
+        # A reason may quote the message, lone surrogates and all: escaped, never refused.
+        ("error", error.encode("utf-8", "backslashreplace")),
         ("source.topic", record.topic.encode()),
         ("source.partition", str(record.partition).encode()),
         ("source.offset", str(record.offset).encode()),

@@ -18,7 +18,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
-from consumers.batch import FencedTracking, OutboxMessage
+from consumers.batch import FencedTracking, Headers, OutboxMessage, header_name, header_name_bytes
 from consumers.positions import PositionTable
 
 OUTBOX_CHANNEL = "groupbuy_outbox"
@@ -102,8 +102,8 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
         with curs.copy(self.copy_outbox) as copy:
             copy.set_types(["text", "bytea", "bytea", "jsonb"])
             for message in outbox:
-                headers = [[name, value.hex()] for name, value in message.headers]
-                copy.write_row((message.topic, message.key, message.value, Jsonb(headers)))
+                headers = stored_headers(message.headers)
+                copy.write_row((message.topic, message.key, message.value, headers))
         curs.execute(SQL("SELECT pg_notify(%s, '')"), (OUTBOX_CHANNEL,))
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
@@ -111,3 +111,38 @@ class GroupBuyingRecorder(PostgresProcessRecorder):
             self.positions.move(curs, tracking)
         else:
             super()._insert_tracking(curs, tracking)
+
+
+# An outbox row's headers: {"hex": [[name, value], ...]}, names and values in hex, a null
+# value as null. A name may hold NUL, which jsonb refuses in text, or bytes that are not
+# UTF-8 (consumers.batch.RawHeaderKey); hex keeps both byte for byte. Rows written before
+# this hold [[name, value in hex], ...], and are still read.
+NO_HEADERS = Jsonb({"hex": []})
+
+
+def stored_headers(headers: Headers) -> Jsonb:
+    """Headers as an outbox row stores them."""
+    if not headers:
+        return NO_HEADERS
+    return Jsonb(
+        {
+            "hex": [
+                [header_name_bytes(name).hex(), None if value is None else value.hex()]
+                for name, value in headers
+            ]
+        }
+    )
+
+
+def outbox_headers(stored: Any) -> list[tuple[str, bytes]]:
+    """An outbox row's headers, as kafka-python's producer takes them.
+
+    A null value goes out empty: the producer refuses None (`KafkaProducer.send` takes only
+    (str, bytes) pairs), though Kafka has null header values. The row keeps the null.
+    """
+    if isinstance(stored, dict):
+        return [
+            (header_name(bytes.fromhex(name)), b"" if value is None else bytes.fromhex(value))
+            for name, value in stored["hex"]
+        ]
+    return [(name, bytes.fromhex(value)) for name, value in stored]  # written before hex names

@@ -53,9 +53,9 @@ def test_orders_over_several_campaigns_are_stored_once_with_one_result_each(
     assert "per_buyer_limit" in rejected.values()
     reader = open_app(settings)  # a fresh application: nothing cached from before ingestion
     stored = {
-        order_id: commitment.quantity
+        commitment.order_id: commitment.quantity
         for campaign_id in campaign_ids
-        for order_id, commitment in reader.get_campaign(campaign_id).commitments.items()
+        for commitment in reader.get_campaign(campaign_id).commitments.values()
     }
     reader.close()
     assert set(stored) == accepted
@@ -76,7 +76,7 @@ def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on
         json.dumps({"type": "order.shipped", "campaign_id": campaign_id}).encode(),
         json.dumps({k: v for k, v in placed(campaign_id, 1).items() if k != "buyer_id"}).encode(),
         json.dumps(placed(campaign_id, 2) | {"quantity": "three"}).encode(),
-        json.dumps(placed(campaign_id, 3) | {"padding": "x" * 20_000}).encode(),
+        json.dumps(placed(campaign_id, 3) | {"padding": "x" * 70_000}).encode(),
     ]
     well_formed = [
         placed(campaign_id, 4, quantity=-5),  # negative: rejected as invalid
@@ -128,7 +128,11 @@ def test_every_rejection_reason_reaches_the_site_as_a_result(
     app.open_campaign(campaign(ids["stock"], minimum_quantity=1, maximum_quantity=5), now)
     deadline = now + timedelta(seconds=3)
     app.open_campaign(campaign(ids["closing"], deadline=deadline.isoformat()), now)
-    app.open_campaign(campaign(ids["cutoff"], cancellation_cutoff="PT2H"), now)
+    # The cutoff must be shorter than the time to the deadline: it passes a second from now.
+    cutoff_deadline = (now + timedelta(hours=2)).isoformat()
+    app.open_campaign(
+        campaign(ids["cutoff"], deadline=cutoff_deadline, cancellation_cutoff="PT1H59M59S"), now
+    )
     cutoff_order = placed(ids["cutoff"], 1)
     # Orders of one campaign share a partition, so they are applied in this order.
     expected: list[tuple[dict[str, Any], str, str | None]] = [
@@ -147,6 +151,7 @@ def test_every_rejection_reason_reaches_the_site_as_a_result(
     ]
     late = placed(ids["closing"], 12)
 
+    wait_for(lambda: datetime.now(UTC) > now + timedelta(seconds=1), what="the cutoff")
     with running(run_ingest, settings), running(run_relay, settings):
         publish(settings, topics.orders, [message for message, _, _ in expected])
         results = read_json(settings, topics.order_results, len(expected))

@@ -156,3 +156,25 @@ def test_the_order_that_sells_out_is_answered_with_the_figures_it_brought(
         ("order.rejected", "sold_out", 20),
     ]
     assert batch.campaigns["small"].status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"buyer_id": "   "}, {"max_unit_price": "95.0000"}, {"max_unit_price": "1234567890123.00"}],
+    ids=["blank buyer", "four decimals written", "thirteen digits"],
+)
+def test_an_order_past_a_field_limit_the_decoder_names_is_invalid_and_never_stored(
+    ingestion: OrderIngestion, changes: dict[str, Any]
+) -> None:
+    batch = ingestion.apply([record(1, placed(1, **changes)), record(2, placed(2))])
+
+    invalid, accepted = _by_order(results_of(batch))
+    assert invalid["type"] == "order.rejected"
+    assert invalid["reason"] == "invalid"
+    assert accepted["type"] == "order.accepted"
+    assert len(batch.campaigns["small"].pending_events) == 1  # the valid order's only
+
+
+def _by_order(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    named = {r["order_id"]: r for r in results}
+    return named["site-a:1"], named["site-a:2"]
