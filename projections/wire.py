@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.campaign import Campaign
+from domain.timefmt import within_contract_years
 
 # Event class -> message type; the names consumers see, kept stable across refactorings.
 MESSAGE_TYPES: dict[type[Any], str] = {
@@ -36,8 +37,15 @@ class CampaignEvent:
 
 
 def encode(event: Any, campaign_id: str) -> bytes:
-    """The message for a stored domain event of campaign `campaign_id`."""
+    """The message for a stored domain event of campaign `campaign_id`.
+
+    Total over what the event classes hold, even events stored before the contract's field
+    limits: an instant is written in UTC where it has a UTC form (`rfc3339`), and an order's
+    `placed_at`, which is only informational, as null outside the contract's years.
+    """
     state = {k: v for k, v in vars(event).items() if k not in _BOOKKEEPING}
+    if "placed_at" in state:
+        state["placed_at"] = informational(state["placed_at"])
     message = {
         "type": MESSAGE_TYPES[type(event)],
         "campaign_id": campaign_id,
@@ -60,7 +68,23 @@ def decode(value: bytes) -> CampaignEvent:
 
 
 def rfc3339(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """The instant in UTC, ending in Z.
+
+    One within hours of datetime's range (year 1 at +14:00, year 9999 at -14:00) has no UTC
+    form there: it keeps its own offset, the same instant and still RFC 3339.
+    """
+    try:
+        return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        return instant.isoformat()
+
+
+def informational(instant: datetime | None) -> datetime | None:
+    """A site's own instant as messages carry it: None unless within the contract's years
+    (the limit that now drops it at ingestion; earlier events may hold any)."""
+    if isinstance(instant, datetime) and instant.utcoffset() is not None:
+        return instant if within_contract_years(instant) else None
+    return None
 
 
 def jsonable(value: Any) -> Any:

@@ -9,6 +9,20 @@ from dataclasses import dataclass
 # order counts").
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
+MiB = 1024 * 1024
+# The largest record batch each topic takes (Kafka's `max.message.bytes`, set when groupbuy
+# creates it); a producer asks no more of a topic than that (`kafka_clients`). A
+# campaign.closed carries a line of at most 101 bytes per site (a 64-character slug, a
+# 10-digit quantity): 10,000 sites take about 1 MB, and 8 MiB holds some 80,000.
+EVENT_MAX_BYTES = 8 * MiB
+# A purchase order carries its campaign.closed's lines, byte for byte, and fields of its own
+# (under 2 KiB within the field limits): whatever campaign-events took, this takes.
+SETTLEMENT_MAX_BYTES = EVENT_MAX_BYTES + MiB
+ORDER_MAX_BYTES = MiB  # a site's record; ingestion reads at most 64 KiB of it as an order
+# A dead letter is an orders record byte for byte, with headers saying why it is one.
+DEAD_LETTER_MAX_BYTES = ORDER_MAX_BYTES + MiB
+MESSAGE_MAX_BYTES = MiB  # the rest: one order's result, one commitment's settlement
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -34,11 +48,32 @@ class Topics:
     def buyer_settlements(self) -> str:
         return self.prefix + "groupbuy.buyer-settlements.v1"
 
+    @property
+    def clock(self) -> str:
+        """The clock's own topic: the append time the broker gives its records is the
+        broker's time (infra/services/clock.py)."""
+        return self.prefix + "groupbuy.clock.v1"
+
     def settlements(self, supplier_id: str) -> str:
         return f"{self.prefix}groupbuy.settlements.{supplier_id}.v1"
 
     def ingest_topics(self) -> list[str]:
         return [self.orders, self.order_results, self.orders_dlq]
+
+    def max_message_bytes(self, name: str) -> int:
+        """The largest record batch topic `name` takes."""
+        if name == self.campaign_events:
+            return EVENT_MAX_BYTES
+        if name.startswith(f"{self.prefix}groupbuy.settlements."):
+            return SETTLEMENT_MAX_BYTES
+        limits = {self.orders: ORDER_MAX_BYTES, self.orders_dlq: DEAD_LETTER_MAX_BYTES}
+        return limits.get(name, MESSAGE_MAX_BYTES)
+
+    def configs(self, name: str) -> dict[str, str]:
+        """The settings topic `name` is created with: its message size, and for the orders and
+        clock topics the broker's append time."""
+        configs = {"max.message.bytes": str(self.max_message_bytes(name))}
+        return configs | APPEND_TIME if name in (self.orders, self.clock) else configs
 
 
 def partitions_from_env() -> int:
