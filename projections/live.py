@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,8 +18,6 @@ from domain.pricing import PriceSchedule, schedule_from_dict
 from projections.next_price import next_step
 from projections.read_models import CAMPAIGN_COLUMNS, ReadModelTables
 from projections.wire import CampaignEvent
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +40,12 @@ class LiveProjection:
         self.seen.clear()
 
     def apply(self, cur: Cursor[Any], event: CampaignEvent) -> bool:
-        """Apply `event` unless it was applied already; says whether it was applied."""
+        """Apply `event` unless it was applied already; says whether it was applied.
+
+        Raises ValueError for an event the read models cannot take (see `check`), and for
+        one that comes after a gap: a missing event would leave them wrong.
+        """
+        check(event)
         seen = self._seen(cur, event.campaign_id)
         if event.type == "campaign.opened":
             if seen is None:
@@ -48,12 +53,14 @@ class LiveProjection:
                 return True
             return False
         if seen is None:
-            log.warning("%s v%d before its opening: skipped", event.campaign_id, event.version)
-            return False
+            raise ValueError(f"{event.campaign_id} v{event.version} before its opening")
         if event.version <= seen.version:
             return False  # a redelivered copy: (campaign_id, version) identifies an event
         if event.version != seen.version + 1:
-            log.error("%s jumps from v%d to v%d", event.campaign_id, seen.version, event.version)
+            raise ValueError(
+                f"{event.campaign_id} jumps from v{seen.version} to v{event.version}: "
+                "an event is missing"
+            )
         handler = HANDLERS.get(event.type, LiveProjection._touched)
         handler(self, cur, event, seen)
         seen.version = event.version
@@ -97,7 +104,10 @@ class LiveProjection:
         change = -f["quantity"] if withdrawn else f["quantity"]
         cur.execute(self.sql.add_to_site, (event.campaign_id, f["site_id"], change))
         if withdrawn:
-            cur.execute(self.sql.withdraw, (event.occurred_at, event.campaign_id, f["order_id"]))
+            cur.execute(
+                self.sql.withdraw,
+                (event.occurred_at, event.campaign_id, f["site_id"], f["order_id"]),
+            )
         else:
             cur.execute(
                 self.sql.insert_commitment,
@@ -107,7 +117,7 @@ class LiveProjection:
                     f["site_id"],
                     f["buyer_id"],
                     f["quantity"],
-                    f["max_unit_price"],
+                    decimal_or_none(f["max_unit_price"]),
                     event.occurred_at,
                     event.occurred_at,
                 ),
@@ -119,7 +129,12 @@ class LiveProjection:
     def _extended(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
         cur.execute(
             self.sql.extend,
-            (event.fields["deadline"], event.version, event.occurred_at, event.campaign_id),
+            (
+                instant(event.fields["deadline"]),
+                event.version,
+                event.occurred_at,
+                event.campaign_id,
+            ),
         )
 
     def _closed(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
@@ -133,7 +148,7 @@ class LiveProjection:
                 "status": f["outcome"],
                 "unit_price": price,
                 "filled_quantity": f["filled_quantity"],
-                "closed_at": f["closed_at"],
+                "closed_at": instant(f["closed_at"]),
                 "reason": f["reason"],
                 "at": event.occurred_at,
             },
@@ -184,13 +199,115 @@ def opened_row(event: CampaignEvent) -> tuple[dict[str, Any], PriceSchedule]:
         "maximum_quantity": f["maximum_quantity"],
         "floor_price": floor,
         "pricing": Jsonb(f["pricing"]),
-        "deadline": f["deadline"],
+        "deadline": instant(f["deadline"]),
         "opened_at": event.occurred_at,
         "closed_at": None,
         "close_reason": None,
         "updated_at": event.occurred_at,
     }
     return row, schedule
+
+
+def instant(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def decimal_or_none(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+# What each event type must carry, and in what range, for the read models to hold it: a
+# record of any other shape (a bug, a forged message) is refused before a row is written.
+BIGINT = 2**63 - 1
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" not in value  # text columns cannot hold NUL
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= BIGINT
+
+
+def _money(value: Any) -> bool:
+    if not isinstance(value, str | Decimal):
+        return False
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        return False
+    return amount.is_finite() and abs(amount.adjusted()) < 1000
+
+
+def _instant(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and instant(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _pricing(value: Any) -> bool:
+    return isinstance(value, dict) and "\\u0000" not in json.dumps(value, default=str)
+
+
+def _optional(fits: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or fits(value)
+
+
+_CHANGE: dict[str, Callable[[Any], bool]] = {
+    "order_id": _text,
+    "site_id": _text,
+    "quantity": _count,
+    "unit_price": _money,
+    "committed_quantity": _count,
+    "filled_quantity": _count,
+    "buyers": _count,
+}
+FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "campaign.opened": {
+        "title": _text,
+        "sku": _text,
+        "supplier_id": _text,
+        "currency": _text,
+        "floor_price": _money,
+        "pricing": _pricing,
+        "minimum_quantity": _count,
+        "maximum_quantity": _optional(_count),
+        "deadline": _instant,
+    },
+    "commitment.placed": _CHANGE | {"buyer_id": _text, "max_unit_price": _optional(_money)},
+    "commitment.withdrawn": _CHANGE,
+    "order.rejected": {},
+    "cancellation.rejected": {},
+    "deadline.extended": {"deadline": _instant},
+    "campaign.closed": {
+        "outcome": _text,
+        "reason": _text,
+        "unit_price": _money,
+        "filled_quantity": _count,
+        "closed_at": _instant,
+    },
+}
+
+
+def check(event: CampaignEvent) -> None:
+    """Raise ValueError unless `event` has every field its type needs, each as its column
+    holds it."""
+    fields = FIELDS.get(event.type)
+    if fields is None:
+        raise ValueError(f"unknown event type {event.type!r}")
+    if not _text(event.campaign_id) or not 1 <= event.version <= BIGINT:
+        raise ValueError(
+            f"{event.type} with a campaign_id or version the read models cannot hold: "
+            f"{event.campaign_id!r:.80} v{event.version}"
+        )
+    if event.occurred_at.tzinfo is None:
+        raise ValueError(f"occurred_at {event.occurred_at.isoformat()} without an offset")
+    for name, fits in fields.items():
+        if name not in event.fields:
+            raise ValueError(f"{event.type} without {name}")
+        if not fits(event.fields[name]):
+            raise ValueError(f"{event.type} with a {name} the read models cannot hold")
 
 
 HANDLERS = {
@@ -231,7 +348,7 @@ class Statements:
         ).format(t.commitments)
         self.withdraw = SQL(
             "UPDATE {} SET state = 'withdrawn', updated_at = %s "
-            "WHERE campaign_id = %s AND order_id = %s"
+            "WHERE campaign_id = %s AND site_id = %s AND order_id = %s"
         ).format(t.commitments)
         self.extend = SQL(
             "UPDATE {} SET deadline = %s, version = %s, updated_at = %s WHERE campaign_id = %s"

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from psycopg import Cursor
 from psycopg.sql import SQL, Composed, Identifier
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS {campaigns} (
     campaign_id text PRIMARY KEY,
-    version int NOT NULL,
+    version bigint NOT NULL,
     title text NOT NULL,
     sku text NOT NULL,
     supplier_id text NOT NULL,
     currency text NOT NULL,
     status text NOT NULL,
     unit_price numeric NOT NULL,
-    committed_quantity int NOT NULL,
-    filled_quantity int NOT NULL,
-    buyers int NOT NULL,
+    committed_quantity bigint NOT NULL,
+    filled_quantity bigint NOT NULL,
+    buyers bigint NOT NULL,
     next_unit_price numeric,
-    units_to_next_price int,
-    minimum_quantity int NOT NULL,
-    maximum_quantity int,
+    units_to_next_price bigint,
+    minimum_quantity bigint NOT NULL,
+    maximum_quantity bigint,
     floor_price numeric NOT NULL,
     pricing jsonb NOT NULL,
     deadline timestamptz NOT NULL,
@@ -34,15 +36,15 @@ CREATE TABLE IF NOT EXISTS {campaigns} (
 CREATE TABLE IF NOT EXISTS {sites} (
     campaign_id text NOT NULL,
     site_id text NOT NULL,
-    quantity int NOT NULL,
+    quantity bigint NOT NULL,
     PRIMARY KEY (campaign_id, site_id)
 );
 CREATE TABLE IF NOT EXISTS {prices} (
     campaign_id text NOT NULL,
-    version int NOT NULL,
+    version bigint NOT NULL,
     at timestamptz NOT NULL,
     unit_price numeric NOT NULL,
-    committed_quantity int NOT NULL,
+    committed_quantity bigint NOT NULL,
     PRIMARY KEY (campaign_id, version)
 );
 CREATE TABLE IF NOT EXISTS {commitments} (
@@ -50,19 +52,33 @@ CREATE TABLE IF NOT EXISTS {commitments} (
     order_id text NOT NULL,
     site_id text NOT NULL,
     buyer_id text NOT NULL,
-    quantity int NOT NULL,
+    quantity bigint NOT NULL,
     max_unit_price numeric,
     state text NOT NULL,
-    filled_quantity int,
+    filled_quantity bigint,
     unit_price numeric,
     placed_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
-    PRIMARY KEY (campaign_id, order_id)
+    PRIMARY KEY (campaign_id, site_id, order_id)
 );
 CREATE TABLE IF NOT EXISTS {positions} (
     application_name text PRIMARY KEY,
     notification_id bigint NOT NULL
 );
+"""
+ROW_TABLES = ("campaigns", "campaign_sites", "price_history", "commitments")  # past the prefix
+# Quantities and versions were `int` before they were `bigint`; tables made then still are.
+NARROW_COLUMNS = """
+SELECT table_name, column_name FROM information_schema.columns
+WHERE table_schema = %s AND table_name = ANY(%s) AND data_type = 'integer'
+ORDER BY table_name, ordinal_position
+"""
+# An order is its site's (site_id, order_id); commitments tables made before were keyed
+# by order_id alone.
+OLD_COMMITMENTS_KEY = """
+SELECT c.conname FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %s AND t.relname = %s AND c.contype = 'p' AND array_length(c.conkey, 1) = 2
 """
 
 
@@ -122,6 +138,33 @@ class ReadModelTables:
     @property
     def positions(self) -> Identifier:
         return self.table("positions")
+
+    def widen(self, cur: Cursor[Any]) -> list[str]:
+        """Make any `int` column of these tables `bigint`: a sum of quantities outgrows int4
+        (docs/contract.md, "Field limits"). The columns widened; none once done."""
+        names = [self.prefix + name for name in ROW_TABLES]
+        narrow: dict[str, list[str]] = {}
+        for table, column in cur.execute(NARROW_COLUMNS, (self.schema, names)).fetchall():
+            narrow.setdefault(table, []).append(column)
+        for table, columns in narrow.items():
+            alterations = SQL(", ").join(
+                SQL("ALTER COLUMN {} TYPE bigint").format(Identifier(column)) for column in columns
+            )
+            cur.execute(SQL("ALTER TABLE {} ").format(Identifier(self.schema, table)) + alterations)
+        widened = [f"{table}.{column}" for table, columns in narrow.items() for column in columns]
+        return widened + self._rekey_commitments(cur)
+
+    def _rekey_commitments(self, cur: Cursor[Any]) -> list[str]:
+        """Key commitments by (campaign, site, order) where they are keyed by (campaign, order)."""
+        name = self.prefix + "commitments"
+        row = cur.execute(OLD_COMMITMENTS_KEY, (self.schema, name)).fetchone()
+        if row is None:
+            return []
+        rekey = SQL("ALTER TABLE {} DROP CONSTRAINT {}, ADD PRIMARY KEY {}").format(
+            self.commitments, Identifier(row[0]), SQL("(campaign_id, site_id, order_id)")
+        )
+        cur.execute(rekey)
+        return [f"{name} keyed by (campaign_id, site_id, order_id)"]
 
     def create_statement(self) -> Composed:
         return SQL(TABLES).format(

@@ -11,7 +11,7 @@ from psycopg import Cursor
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.pricing import PriceSchedule
-from projections.live import Statements, opened_row
+from projections.live import Statements, decimal_or_none, instant, opened_row
 from projections.next_price import next_step
 from projections.read_models import CAMPAIGN_COLUMNS, ReadModelTables
 from projections.wire import CampaignEvent
@@ -38,20 +38,20 @@ ENDING_TYPES = ("campaign.opened", "commitment.withdrawn", "campaign.closed")
 class Endings:
     """How commitments end, gathered before the fold from the events that end them."""
 
-    withdrawn: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    withdrawn: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
     closed: dict[str, tuple[bool, Decimal]] = field(default_factory=dict)
 
     def note(self, event: CampaignEvent) -> None:
         f = event.fields
         if event.type == "commitment.withdrawn":
-            self.withdrawn[event.campaign_id, f["order_id"]] = event.occurred_at
+            self.withdrawn[event.campaign_id, f["site_id"], f["order_id"]] = event.occurred_at
         elif event.type == "campaign.closed":
             self.closed[event.campaign_id] = (f["outcome"] == "succeeded", Decimal(f["unit_price"]))
 
     def of(self, event: CampaignEvent) -> tuple[str, int | None, Decimal | None, datetime]:
         """A placed commitment's final (state, filled quantity, unit price, updated at)."""
         f = event.fields
-        withdrawn_at = self.withdrawn.get((event.campaign_id, f["order_id"]))
+        withdrawn_at = self.withdrawn.get((event.campaign_id, f["site_id"], f["order_id"]))
         if withdrawn_at is not None:
             return "withdrawn", None, None, withdrawn_at
         closed = self.closed.get(event.campaign_id)
@@ -82,23 +82,29 @@ class ReadModelBuild:
     sites: dict[tuple[str, str], int] = field(default_factory=dict)
     commitments: list[tuple[Any, ...]] = field(default_factory=list)
     prices: list[tuple[Any, ...]] = field(default_factory=list)
-    withdrawals: list[tuple[datetime, str, str]] = field(default_factory=list)
+    withdrawals: list[tuple[datetime, str, str, str]] = field(default_factory=list)
     closes: list[dict[str, Any]] = field(default_factory=list)
     applied: int = 0
 
     def apply(self, event: CampaignEvent) -> bool:
-        """Fold one event; False for one already folded (or one before its campaign opened)."""
+        """Fold one event; False for one already folded. ValueError for one after a gap."""
         row = self.campaigns.get(event.campaign_id)
         if event.type == "campaign.opened":
             if row is not None:
                 return False
             self._opened(event)
-        elif row is None or event.version <= row.values["version"]:
+        elif row is None:
+            raise ValueError(f"{event.campaign_id} v{event.version} before its opening")
+        elif event.version <= row.values["version"]:
             return False
+        elif event.version != row.values["version"] + 1:
+            raise ValueError(
+                f"{event.campaign_id} jumps from v{row.values['version']} to v{event.version}"
+            )
         elif event.type in ("commitment.placed", "commitment.withdrawn"):
             self._committed(row, event)
         elif event.type == "deadline.extended":
-            row.values["deadline"] = event.fields["deadline"]
+            row.values["deadline"] = instant(event.fields["deadline"])
         elif event.type == "campaign.closed":
             self._closed(row, event)
         if row is not None:
@@ -127,8 +133,8 @@ class ReadModelBuild:
         # Withdrawals come before their campaign's close, so they go first here too: all in
         # one statement, the closes with the live projector's own update.
         if self.withdrawals:
-            at, campaign_ids, order_ids = map(list, zip(*self.withdrawals, strict=True))
-            cur.execute(_withdraw_all(self.tables), (campaign_ids, order_ids, at))
+            at, campaign_ids, site_ids, order_ids = map(list, zip(*self.withdrawals, strict=True))
+            cur.execute(_withdraw_all(self.tables), (campaign_ids, site_ids, order_ids, at))
         cur.executemany(Statements(self.tables).settle_commitments, self.closes)
         self.campaigns.clear()
         self.sites.clear()
@@ -162,7 +168,9 @@ class ReadModelBuild:
         if event.type == "commitment.withdrawn":
             self.sites[site] = self.sites.get(site, 0) - f["quantity"]
             if self.endings is None:  # else its commitment was written withdrawn already
-                self.withdrawals.append((event.occurred_at, event.campaign_id, f["order_id"]))
+                self.withdrawals.append(
+                    (event.occurred_at, event.campaign_id, f["site_id"], f["order_id"])
+                )
             return
         self.sites[site] = self.sites.get(site, 0) + f["quantity"]
         if self.endings is None:
@@ -176,7 +184,7 @@ class ReadModelBuild:
                 f["site_id"],
                 f["buyer_id"],
                 f["quantity"],
-                f["max_unit_price"],
+                decimal_or_none(f["max_unit_price"]),
                 state,
                 filled,
                 unit_price,
@@ -198,7 +206,7 @@ class ReadModelBuild:
             filled_quantity=f["filled_quantity"],
             next_unit_price=None,
             units_to_next_price=None,
-            closed_at=f["closed_at"],
+            closed_at=instant(f["closed_at"]),
             close_reason=f["reason"],
         )
         if self.endings is None:  # else its commitments were written filled or released
@@ -218,8 +226,9 @@ def _copy(cur: Cursor[Any], table: Identifier, columns: tuple[str, ...], rows: A
 def _withdraw_all(tables: ReadModelTables) -> Composed:
     return SQL(
         "UPDATE {0} SET state = 'withdrawn', updated_at = w.at "
-        "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS w(campaign_id, order_id, at) "
-        "WHERE {0}.campaign_id = w.campaign_id AND {0}.order_id = w.order_id"
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) "
+        "AS w(campaign_id, site_id, order_id, at) WHERE {0}.campaign_id = w.campaign_id "
+        "AND {0}.site_id = w.site_id AND {0}.order_id = w.order_id"
     ).format(tables.commitments)
 
 

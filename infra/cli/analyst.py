@@ -20,6 +20,7 @@ from analysis.history import state_at
 from analysis.whatif import CHANGEABLE, Comparison, compare
 from domain.errors import DefinitionError
 from infra.cli import export
+from infra.cli.campaign import plain
 from infra.cli.common import (
     EXIT_CODES,
     CommandError,
@@ -27,7 +28,6 @@ from infra.cli.common import (
     event_store,
     instant_argument,
     json_file,
-    text,
 )
 from infra.settings import Settings
 
@@ -95,12 +95,17 @@ def show_history(settings: Settings, arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps(view, indent=2))
         return 0
-    table = Table(title=f"{state.campaign_id} at {view['at']}", show_header=False)
+    Console().print(history_table(view))
+    return 0
+
+
+def history_table(view: dict[str, Any]) -> Table:
+    """A campaign as it stood at an instant (`CampaignState.to_json_dict()`)."""
+    table = Table(title=plain(f"{view['campaign_id']} at {view['at']}"), show_header=False)
     for name, value in view.items():
         if name not in ("campaign_id", "at") and (name != "note" or value):
-            table.add_row(name.replace("_", " "), text(value))
-    Console().print(table)
-    return 0
+            table.add_row(name.replace("_", " "), plain(value))
+    return table
 
 
 def show_whatif(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -126,12 +131,12 @@ def whatif_table(comparison: Comparison) -> Table:
         "real",
         "what-if",
         "change",
-        title=f"{comparison.campaign_id}: what if ({changed} changed)",
+        title=plain(f"{comparison.campaign_id}: what if ({changed} changed)"),
     )
     real, whatif = comparison.real.to_json_dict(), comparison.whatif.to_json_dict()
     for name in real:
         change = difference(real[name], whatif[name])
-        table.add_row(name.replace("_", " "), text(real[name]), text(whatif[name]), change)
+        table.add_row(name.replace("_", " "), plain(real[name]), plain(whatif[name]), change)
     return table
 
 
@@ -170,16 +175,18 @@ def demand_table(curve: DemandCurve) -> Table:
         "units",
         "units willing at this price or more",
         "schedule price for them",
-        title=f"{curve.campaign_id}: demand ({curve.currency})",
-        caption=f"clears at {curve.clearing_price} with {curve.filled_quantity} units filled, "
-        f"of {curve.total} committed",
+        title=plain(f"{curve.campaign_id}: demand ({curve.currency})"),
+        caption=plain(
+            f"clears at {curve.clearing_price} with {curve.filled_quantity} units filled, "
+            f"of {curve.total} committed"
+        ),
     )
     table.add_row("any price", str(curve.unconditional), str(curve.unconditional), "")
     for point in curve.points:
         table.add_row(
-            str(point.max_unit_price),
-            str(point.units),
-            str(point.willing),
-            str(point.schedule_price),
+            plain(point.max_unit_price),
+            plain(point.units),
+            plain(point.willing),
+            plain(point.schedule_price),
         )
     return table

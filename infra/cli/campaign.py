@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from domain.application import GroupBuying
 from domain.campaign import Campaign
@@ -26,7 +28,6 @@ from infra.cli.common import (
     event_store,
     json_file,
     read_models,
-    text,
 )
 from infra.settings import Settings
 from projections import queries
@@ -150,13 +151,17 @@ def show_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps(view, indent=2))
         return 0
-    table = Table(title=f"{view['campaign_id']}: {view['title']}", show_header=False)
-    for name in SHOWN:
-        table.add_row(name.replace("_", " "), text(view.get(name)))
-    for site in view["sites"]:
-        table.add_row(f"site {site['site_id']}", str(site["quantity"]))
-    Console().print(table)
+    Console().print(campaign_table(view))
     return 0
+
+
+def campaign_table(view: dict[str, Any]) -> Table:
+    table = Table(title=plain(f"{view['campaign_id']}: {view['title']}"), show_header=False)
+    for name in SHOWN:
+        table.add_row(name.replace("_", " "), plain(view.get(name)))
+    for site in view["sites"]:
+        table.add_row(plain(f"site {site['site_id']}"), plain(site["quantity"]))
+    return table
 
 
 SHOWN = (
@@ -182,11 +187,15 @@ def list_campaigns(settings: Settings, arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps(rows, indent=2))
         return 0
+    Console().print(campaigns_table(rows))
+    return 0
+
+
+def campaigns_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(*(name.replace("_", " ") for name in LISTED))
     for row in rows:
-        table.add_row(*(text(row[name]) for name in LISTED))
-    Console().print(table)
-    return 0
+        table.add_row(*(plain(row[name]) for name in LISTED))
+    return table
 
 
 LISTED = (
@@ -199,3 +208,19 @@ LISTED = (
     "units_to_next_price",
     "deadline",
 )
+
+
+# C0 and C1 control characters (ESC among them) and the Unicode ones that break or reorder a
+# line: what a site or a record wrote is shown, never obeyed by the terminal.
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value: Any, style: str = "") -> Text:
+    """A value as a person reads it in a table: text, never rich markup, with control
+    characters as visible escapes (`\\x1b`); None as a dash."""
+    shown = "-" if value is None else str(value)
+    return Text(CONTROLS.sub(_escape, shown), style=style)
+
+
+def _escape(control: re.Match[str]) -> str:
+    return control.group().encode("unicode_escape").decode("ascii")

@@ -41,7 +41,8 @@ def compare(
         if at[0] != at[1]:
             result.skipped.append(f"{campaign_id}: live at v{at[0]}, rebuilt at v{at[1]}")
     only = SQL(
-        "SELECT * FROM {} WHERE campaign_id = ANY(%(same)s) EXCEPT SELECT * FROM {} ORDER BY 1, 2"
+        "SELECT * FROM {} WHERE campaign_id = ANY(%(same)s) "
+        "EXCEPT SELECT * FROM {} ORDER BY 1, 2, 3"
     )
     for name in COMPARED:
         for here, there, label in ((live, rebuilt, "live"), (rebuilt, live, "rebuilt")):

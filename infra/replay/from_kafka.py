@@ -9,9 +9,11 @@ from kafka import TopicPartition
 
 from consumers.batch import position_name
 from consumers.positions import PositionTable
+from consumers.projector import UnappliableRecordError
 from infra.adapters import kafka_clients
 from infra.replay.rebuilt import Progress, Rebuilt
 from infra.settings import Settings
+from projections.live import check
 from projections.read_models import ReadModelTables
 from projections.rebuild import ReadModelBuild
 from projections.wire import decode
@@ -55,12 +57,7 @@ def rebuild_from_kafka(
                             continue  # written after the rebuild started: the projector's
                         rebuilt.positions[name] = record.offset
                         rebuilt.events += 1
-                        try:
-                            event = decode(record.value)
-                        except (ValueError, KeyError, TypeError):
-                            rebuilt.unreadable += 1  # as the projector does: skipped, counted
-                            continue
-                        build.apply(event)
+                        _fold(build, record)
                 progress(rebuilt.events, total)
                 build.flush(cur)
             build.finish(cur)
@@ -71,3 +68,16 @@ def rebuild_from_kafka(
         consumer.close(autocommit=False)
     rebuilt.applied = build.applied
     return rebuilt
+
+
+def _fold(build: ReadModelBuild, record: Any) -> None:
+    """Fold one record, or stop where the projector stops: at a record it cannot apply."""
+    try:
+        event = decode(record.value)
+        check(event)
+        build.apply(event)
+    except Exception as error:  # a missing field, a bad value, a gap: never skipped
+        reason = f"{type(error).__name__}: {error}"
+        raise UnappliableRecordError(
+            record.topic, record.partition, record.offset, reason
+        ) from None

@@ -73,7 +73,7 @@ def _fold_share(
         build = ReadModelBuild(tables, endings)
         read = 0
         with (
-            psycopg.connect(settings.database_url) as conn,
+            psycopg.connect(settings.postgres_conninfo) as conn,
             conn.transaction(),
             conn.cursor() as cur,
         ):

@@ -15,7 +15,7 @@ from projections.read_models import ReadModelTables
 def run_project(settings: Settings, stop: threading.Event) -> None:
     topics = Topics(settings.topic_prefix)
     kafka_clients.ensure_topics(settings, [topics.campaign_events])
-    sink = ProjectorSink(settings.database_url, ReadModelTables(settings.database_schema))
+    sink = ProjectorSink(settings.postgres_conninfo, ReadModelTables(settings.database_schema))
     consumer = kafka_clients.consumer(settings, "groupbuy-project")
     loop = TrackedLoop(consumer, sink)
     kafka_clients.subscribe(consumer, [topics.campaign_events], loop)

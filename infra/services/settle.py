@@ -3,126 +3,256 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-import uuid
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import psycopg
-from kafka import OffsetAndMetadata, TopicPartition
+from eventsourcing.persistence import PersistenceError
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
+from consumers.batch import OutboxMessage
+from consumers.projector import UnappliableRecordError
 from consumers.settlement import settlement_messages
 from domain.application import GroupBuying
+from domain.errors import UnknownCampaignError
 from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
+from projections.live import check
 from projections.wire import decode
 
 log = logging.getLogger(__name__)
+# Kafka or PostgreSQL away, or a topic Kafka will not create or does not know yet (the
+# RuntimeErrors of infra/adapters/kafka_clients.py): start again from the committed offsets.
+RETRYABLE = (KafkaError, PersistenceError, psycopg.Error, RuntimeError)
+PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before the 1st, 2nd, ... start again
+# A campaign's messages go in one transaction. Sending 1,000,000 buyer settlements of 230
+# bytes took 140 s on a loaded two-core machine with the local broker (14 s for 200,000):
+# the broker allows up to 900 s (transaction.max.timeout.ms), kafka-python asks for 60 s.
+TRANSACTION_TIMEOUT_MS = 300_000
+# Loading, sending and committing a big campaign happens between two polls.
+MAX_POLL_INTERVAL_MS = 600_000
+POLL_BUDGET = 60.0  # seconds of settling on one poll before polling again
+POLL_RECORDS = 500
+
+
+def transactional_id(settings: Settings) -> str:
+    """The same for every start of this settle instance, so that a restart fences the
+    transaction its predecessor left open (init_transactions aborts it) and `read_committed`
+    readers do not wait for the broker to time it out. Two settle processes on one host (two
+    `groupbuy settle`, or one beside `groupbuy run`) need different GROUPBUY_INSTANCE: with
+    one id, each start fences the other."""
+    instance = os.environ.get("GROUPBUY_INSTANCE") or socket.gethostname()
+    return f"{settings.topic_prefix}groupbuy-settle.{settings.database_schema}.{instance}"
 
 
 class Settled:
     """Campaigns already settled, so a redelivered `campaign.closed` settles nothing twice.
 
-    Written after the Kafka transaction commits: a crash in between, followed by a second
-    copy of the same event from the relay, would publish it again under the same
-    purchase_order_id.
+    Asked of the database each time, since other settle instances record there too. Recorded
+    after the Kafka transaction commits: a crash in between, followed by a second copy of the
+    same event from the relay, would publish it again under the same purchase_order_id. A
+    record the database cannot take yet (it is restarting) is kept, and written first next
+    time; the connection is opened again when it broke.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.conn = psycopg.connect(settings.database_url, autocommit=True)
+        self.conninfo = settings.postgres_conninfo
         self.table = Identifier(settings.database_schema, "groupbuying_settled")
-        self.conn.execute(
+        self.conn: psycopg.Connection[Any] | None = None
+        self.unrecorded: list[str] = []
+        self._connection().execute(
             SQL("CREATE TABLE IF NOT EXISTS {} (campaign_id text PRIMARY KEY)").format(self.table)
         )
-        rows = self.conn.execute(SQL("SELECT campaign_id FROM {}").format(self.table))
-        self.campaign_ids = {row[0] for row in rows}
 
-    def add(self, campaign_ids: list[str]) -> None:
-        if campaign_ids:
-            self.conn.cursor().executemany(
-                SQL("INSERT INTO {} VALUES (%s) ON CONFLICT DO NOTHING").format(self.table),
-                [(c,) for c in campaign_ids],
-            )
-            self.campaign_ids.update(campaign_ids)
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def has(self, campaign_id: str) -> bool:
+        if campaign_id in self.unrecorded:
+            return True
+        query = SQL("SELECT 1 FROM {} WHERE campaign_id = %s").format(self.table)
+        return self._connection().execute(query, (campaign_id,)).fetchone() is not None
+
+    def add(self, campaign_id: str) -> None:
+        self.unrecorded.append(campaign_id)
+        self.record()
+
+    def record(self) -> None:
+        """Write what is kept; a database still away keeps it for next time."""
+        insert = SQL("INSERT INTO {} VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1").format(
+            self.table
+        )
+        while self.unrecorded:
+            campaign_id = self.unrecorded[0]
+            try:
+                first = self._connection().execute(insert, (campaign_id,)).fetchone()
+            except psycopg.Error as error:
+                log.warning("cannot record %s as settled yet: %s", campaign_id, error)
+                return
+            if first is None:
+                log.warning("%s was settled by another settle instance too", campaign_id)
+            self.unrecorded.pop(0)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = psycopg.connect(self.conninfo, autocommit=True)
+        return self.conn
 
 
 def run_settle(settings: Settings, stop: threading.Event) -> None:
     topics = Topics(settings.topic_prefix)
-    admin = kafka_clients.admin(settings)
-    kafka_clients.create_topics(admin, topics, [topics.campaign_events, topics.buyer_settlements])
+    kafka_clients.ensure_topics(settings, [topics.campaign_events, topics.buyer_settlements])
     app = open_app(settings)
     settled = Settled(settings)
+    failures = 0
     try:
         while not stop.is_set():
+            settler = Settler(settings, app, settled)
             try:
-                Settler(settings, app, admin, settled).run(stop)
-            except KafkaError as error:
-                # The open transaction is aborted with the producer; start again from the
-                # offsets the last committed transaction stored.
-                log.warning("settle: %s; restarting from the committed offsets", error)
-                stop.wait(1.0)
+                settler.run(stop)
+            except RETRYABLE as error:
+                failures = 1 if settler.committed else failures + 1
+                pause = PAUSES[min(failures, len(PAUSES)) - 1]
+                # The open transaction is aborted; the next start fences it in any case.
+                log.warning("settle: %r; starting again in %.0f s", error, pause)
+                stop.wait(pause)
     finally:
-        settled.conn.close()
-        admin.close()
+        settled.close()
         app.close()
 
 
 class Settler:
-    def __init__(self, settings: Settings, app: GroupBuying, admin: Any, settled: Settled) -> None:
+    """One run of settle's clients: from the committed offsets until stopped or failed."""
+
+    consumer: KafkaConsumer
+    producer: KafkaProducer
+    admin: Any
+
+    def __init__(self, settings: Settings, app: GroupBuying, settled: Settled) -> None:
+        self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.app = app
-        self.admin = admin
         self.settled = settled
         self.supplier_topics: set[str] = set()
-        self.consumer = kafka_clients.consumer(settings, "groupbuy-settle")
-        self.producer = kafka_clients.transactional_producer(
-            settings, f"{settings.topic_prefix}groupbuy-settle-{uuid.uuid4().hex}"
-        )
+        self.committed = 0  # transactions committed in this run
 
     def run(self, stop: threading.Event) -> None:
-        self.producer.init_transactions()
-        kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
-        try:
+        # Every client is closed however the run ends: an outage must not leak one a retry.
+        with ExitStack() as clients:
+            self.consumer = kafka_clients.consumer(
+                self.settings, "groupbuy-settle", max_poll_interval_ms=MAX_POLL_INTERVAL_MS
+            )
+            clients.callback(self.consumer.close, autocommit=False)
+            self.producer = kafka_clients.transactional_producer(
+                self.settings,
+                transactional_id(self.settings),
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            )
+            clients.callback(self.producer.close, timeout=10)
+            self.admin = kafka_clients.admin(self.settings)
+            clients.callback(self.admin.close)
+            self.producer.init_transactions()
+            self.settled.record()
+            kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
             while not stop.is_set():
-                polled = self.consumer.poll(timeout_ms=200, max_records=500)
+                polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
                 if polled:
                     self._settle(polled)
-        finally:
-            self.consumer.close(autocommit=False)
-            self.producer.close()
 
-    def _settle(self, polled: dict[TopicPartition, list[Any]]) -> None:
+    def _settle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Each closed campaign in a transaction of its own, with the offsets read up to it;
+        the offsets of the other records in one last transaction."""
+        started = time.monotonic()
+        records = [record for batch in polled.values() for record in batch]
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for index, record in enumerate(records):
+            if time.monotonic() - started > POLL_BUDGET:
+                # Poll again before the group takes this member for dead.
+                self._read_again(records[index:])
+                break
+            closed = self._closed_campaign(record)
+            partition = TopicPartition(record.topic, record.partition)
+            offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
+            if closed is not None:
+                campaign_id, messages = closed
+                self._commit(messages, offsets)
+                self.settled.add(campaign_id)
+                offsets = {}
+        if offsets:
+            self._commit([], offsets)
+
+    def _commit(
+        self, messages: list[OutboxMessage], offsets: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        # Step 1. Begin. Step 2. Send the messages. Step 3. Add the consumed offsets.
+        # Step 4. Commit: a `read_committed` reader sees all of it, or (aborted) none.
         self.producer.begin_transaction()
-        settled_now: list[str] = []
-        for records in polled.values():
-            for record in records:
-                settled_now += self._messages_for(record.value, settled_now)
-        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in polled.items()}
-        self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
-        self.producer.commit_transaction()
-        self.settled.add(settled_now)
-
-    def _messages_for(self, value: bytes, settled_now: list[str]) -> list[str]:
-        """Send what a `campaign.closed` asks for; the campaign ids settled."""
         try:
-            event = decode(value)
-        except (ValueError, KeyError, TypeError) as error:
-            log.error("unreadable campaign event skipped: %s", error)
-            return []
-        campaign_id = event.campaign_id
-        if event.type != "campaign.closed":
-            return []
-        if campaign_id in self.settled.campaign_ids or campaign_id in settled_now:
-            return []  # a redelivered copy of the event
-        self.app.forget(campaign_id)  # read the campaign as stored, commitments and all
-        campaign = self.app.get_campaign(campaign_id)
-        supplier_topic = self.topics.settlements(campaign.definition.supplier_id)
-        if supplier_topic not in self.supplier_topics:
-            kafka_clients.create_topics(self.admin, self.topics, [supplier_topic])
-            self.supplier_topics.add(supplier_topic)
-        for message in settlement_messages(campaign, supplier_topic, self.topics.buyer_settlements):
-            self.producer.send(message.topic, key=message.key, value=message.value)
-        return [campaign_id]
+            for message in messages:
+                self.producer.send(message.topic, key=message.key, value=message.value)
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            self.producer.commit_transaction()
+        except BaseException:
+            with suppress(KafkaError):  # a fenced producer cannot abort; its successor did
+                self.producer.abort_transaction()
+            raise
+        self.committed += 1
+
+    def _closed_campaign(self, record: ConsumerRecord) -> tuple[str, list[OutboxMessage]] | None:
+        """A `campaign.closed` not settled yet: its campaign_id and the messages it asks for."""
+        with _unappliable(record):
+            event = decode(record.value)
+            if event.type != "campaign.closed":
+                return None
+            check(event)  # before its campaign_id goes to the database
+            if self.settled.has(event.campaign_id):
+                return None
+            self.app.forget(event.campaign_id)  # read the campaign as stored, commitments and all
+            try:
+                campaign = self.app.get_campaign(event.campaign_id)
+            except UnknownCampaignError:
+                raise ValueError(f"the event store has no campaign {event.campaign_id!r}") from None
+            if campaign.closing is None:
+                raise ValueError(f"{event.campaign_id} is not closed in the event store")
+            supplier_topic = self._supplier_topic(campaign.definition.supplier_id)
+            buyers_topic = self.topics.buyer_settlements
+            return event.campaign_id, settlement_messages(campaign, supplier_topic, buyers_topic)
+
+    def _supplier_topic(self, supplier_id: str) -> str:
+        topic = self.topics.settlements(supplier_id)
+        if topic not in self.supplier_topics:
+            kafka_clients.create_topics(self.admin, self.topics, [topic])
+            self.supplier_topics.add(topic)
+        return topic
+
+    def _read_again(self, records: list[ConsumerRecord]) -> None:
+        """Seek each partition back to the first of `records` it has."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for partition, offset in first.items():
+            self.consumer.seek(partition, offset)
+
+
+@contextmanager
+def _unappliable(record: ConsumerRecord) -> Iterator[None]:
+    """A record settle cannot apply, as an UnappliableRecordError naming it; an outage as is."""
+    try:
+        yield
+    except RETRYABLE:
+        raise
+    except Exception as error:  # a forged or broken event: stop, never skip, never loop
+        raise UnappliableRecordError(
+            record.topic, record.partition, record.offset, f"{type(error).__name__}: {error}"
+        ) from error

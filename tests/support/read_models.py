@@ -28,7 +28,7 @@ def table_rows(conn: psycopg.Connection[Any], tables: ReadModelTables) -> dict[s
         "commitments": tables.commitments,
     }
     return {
-        name: conn.execute(SQL("SELECT * FROM {} ORDER BY 1, 2").format(table)).fetchall()
+        name: conn.execute(SQL("SELECT * FROM {} ORDER BY 1, 2, 3").format(table)).fetchall()
         for name, table in names.items()
     }
 

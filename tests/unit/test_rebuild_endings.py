@@ -16,8 +16,16 @@ def event(kind: str, campaign_id: str = "c", at: datetime = AT, **fields: Any) -
     return CampaignEvent(kind, campaign_id, 2, at, fields)
 
 
-def placed(order_id: str, quantity: int = 2, limit: str | None = None) -> CampaignEvent:
-    return event("commitment.placed", order_id=order_id, quantity=quantity, max_unit_price=limit)
+def placed(
+    order_id: str, quantity: int = 2, limit: str | None = None, site_id: str = "site-a"
+) -> CampaignEvent:
+    return event(
+        "commitment.placed",
+        order_id=order_id,
+        site_id=site_id,
+        quantity=quantity,
+        max_unit_price=limit,
+    )
 
 
 def closed(outcome: str, price: str, campaign_id: str = "c") -> CampaignEvent:
@@ -31,11 +39,12 @@ def test_a_commitment_of_a_campaign_still_open_stays_committed() -> None:
 def test_a_withdrawn_commitment_is_written_withdrawn_at_its_withdrawal() -> None:
     endings = Endings()
     later = AT + timedelta(minutes=5)
-    endings.note(event("commitment.withdrawn", at=later, order_id="o-1"))
+    endings.note(event("commitment.withdrawn", at=later, order_id="o-1", site_id="site-a"))
     endings.note(closed("succeeded", "8.00"))
 
     assert endings.of(placed("o-1")) == ("withdrawn", None, None, later)
     assert endings.of(placed("o-2"))[0] == "filled"
+    assert endings.of(placed("o-1", site_id="site-b"))[0] == "filled"  # another site's o-1
 
 
 def test_a_success_fills_the_willing_and_releases_the_unwilling_at_the_final_price() -> None:
@@ -53,5 +62,7 @@ def test_a_failed_or_cancelled_campaign_releases_every_commitment() -> None:
     endings.note(closed("cancelled", "9.00", campaign_id="d"))
 
     assert endings.of(placed("o-1")) == ("released", 0, Decimal("10.00"), AT)
-    other = event("commitment.placed", "d", order_id="o-1", quantity=1, max_unit_price=None)
+    other = event(
+        "commitment.placed", "d", order_id="o-1", site_id="site-a", quantity=1, max_unit_price=None
+    )
     assert endings.of(other) == ("released", 0, Decimal("9.00"), AT)

@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from infra.cli.campaign import plain
 from infra.cli.demo.sites import CANCELLED, CONDITIONAL, INVALID, PLACED, SITES
 
 
@@ -62,7 +63,7 @@ def live(progress: Progress, now: datetime) -> RenderableType:
     status = Text(f"{to_go}   ({progress.stage})", style="dim")
     return Panel(
         Group(headline, status, _ladder(progress, price)),
-        title=f"groupbuy demo: {progress.campaign_id}",
+        title=plain(f"groupbuy demo: {progress.campaign_id}"),
         subtitle=_results_line(progress),
     )
 
@@ -111,27 +112,31 @@ def plain_line(progress: Progress, now: datetime) -> str:
 
 
 def purchase_order(order: dict[str, Any]) -> RenderableType:
-    """The supplier's message as read from its settlements topic."""
+    """The supplier's message as read from its settlements topic (its text shown, not obeyed)."""
     if order["type"] != "purchase_order.issued":
         return Panel(
-            f"campaign failed: {order['filled_quantity']} units filled, "
-            f"{order['minimum_quantity']} needed; every buyer is released",
-            title=f"to {order['supplier_id']}",
+            plain(
+                f"campaign failed: {order['filled_quantity']} units filled, "
+                f"{order['minimum_quantity']} needed; every buyer is released"
+            ),
+            title=plain(f"to {order['supplier_id']}"),
         )
-    table = Table(title=f"purchase order {order['purchase_order_id']} to {order['supplier_id']}")
+    table = Table(
+        title=plain(f"purchase order {order['purchase_order_id']} to {order['supplier_id']}")
+    )
     table.add_column("site")
     table.add_column("quantity", justify="right")
-    table.add_column(f"amount ({order['currency']})", justify="right")
+    table.add_column(plain(f"amount ({order['currency']})"), justify="right")
     for line in order["lines"]:
         amount = Decimal(order["unit_price"]) * line["quantity"]
-        table.add_row(line["site_id"], str(line["quantity"]), f"{amount:.2f}")
+        table.add_row(plain(line["site_id"]), plain(line["quantity"]), f"{amount:.2f}")
     table.add_section()
     table.add_row(
-        Text(f"{order['sku']} at {order['unit_price']} a unit", style="bold"),
-        Text(str(order["quantity"]), style="bold"),
-        Text(order["total"], style="bold"),
+        plain(f"{order['sku']} at {order['unit_price']} a unit", style="bold"),
+        plain(order["quantity"], style="bold"),
+        plain(order["total"], style="bold"),
     )
-    return Group(table, Text(f"closed at {order['closed_at']} ({order['reason']})"))
+    return Group(table, plain(f"closed at {order['closed_at']} ({order['reason']})"))
 
 
 def settlement_summary(order: dict[str, Any], settlements: list[dict[str, Any]]) -> Table:
@@ -143,7 +148,7 @@ def settlement_summary(order: dict[str, Any], settlements: list[dict[str, Any]])
         mine = [s for s in settlements if s["site_id"] == site]
         filled = [s for s in mine if s["type"] == "commitment.filled"]
         table.add_row(
-            site,
+            plain(site),
             str(len(filled)),
             str(sum(s["quantity"] for s in filled)),
             str(sum((Decimal(s["amount"]) for s in filled), Decimal("0.00"))),
