@@ -3,11 +3,45 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
+
+# What each PostgreSQL connection gets unless GROUPBUY_DATABASE_URL says otherwise. A server
+# that vanished without a word (a blackholed host, a half-open connection) is noticed within
+# about a minute: keepalive probes after 30 s of quiet, 3 of them 10 s apart, and data left
+# unacknowledged for 60 s ends the connection (tcp_user_timeout).
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+# The server's side of each session, in its `options`. It notices a vanished client as soon,
+# and so hands that client's locks (the relay's advisory lock, a swap's table locks) on.
+# A lock wait ends after 30 s in an error rather than never: the services retry it, a
+# replay swap stops and can be run again; an ingest batch holds its locks for seconds at most.
+# No statement_timeout: what hangs is a lock wait or a dead peer, both bounded here, while a
+# rebuild's COPY of the whole history or an export may rightly run for minutes (a role can
+# have one: ALTER ROLE ... SET statement_timeout).
+SESSION_DEFAULTS = {
+    "lock_timeout": "30s",
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+# libpq reads these variables for what a conninfo leaves unsaid: set, they count as said.
+LIBPQ_VARIABLES = {"connect_timeout": "PGCONNECT_TIMEOUT", "options": "PGOPTIONS"}
+URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:@/?#]*:).*@", re.IGNORECASE)
+PARAMETER_PASSWORD = re.compile(r"(password\s*=\s*)('(?:\\.|[^'\\])*'?|[^\s&]*)", re.IGNORECASE)
 
 
 class ConfigurationError(Exception):
@@ -24,7 +58,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """The configured services, or the local ones that `make up` starts."""
-        return cls(
+        settings = cls(
             database_url=os.environ.get("GROUPBUY_DATABASE_URL") or LocalPostgres.from_env().url,
             kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP")
             or LocalKafka.from_env().bootstrap,
@@ -32,6 +66,13 @@ class Settings:
             # Lets several installations (or test runs) share one database.
             database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
         )
+        database_parameters(settings.database_url)  # a malformed URL is named before any use
+        return settings
+
+    @property
+    def postgres_conninfo(self) -> str:
+        """What to connect to PostgreSQL with: the URL, and groupbuy's connection defaults."""
+        return postgres_conninfo(self.database_url)
 
     def as_env(self) -> dict[str, str]:
         """These settings as the GROUPBUY_* variables a child process reads."""
@@ -43,21 +84,65 @@ class Settings:
         }
 
 
-def eventsourcing_env(database_url: str, schema: str = "") -> dict[str, str]:
-    """The eventsourcing library's PostgreSQL settings for a postgresql:// URL."""
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+def postgres_conninfo(database_url: str) -> str:
+    """`database_url` (a URL or key=value conninfo) with CONNECTION_DEFAULTS and
+    SESSION_DEFAULTS for whatever it, or libpq's variables, leave unsaid."""
+    given = database_parameters(database_url)
+    variables = {k: os.environ[v] for k, v in LIBPQ_VARIABLES.items() if v in os.environ}
+    given = variables | given
+    added = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+    options = given.get("options", "")
+    said = options.replace("-", "_")  # `-c lock_timeout=1s` and `--lock-timeout=1s` alike
+    session = [f"-c {k}={v}" for k, v in SESSION_DEFAULTS.items() if f"{k}=" not in said]
+    if session:
+        added["options"] = " ".join([*session, options]).strip()
+    return make_conninfo(database_url, **added)
+
+
+def database_parameters(database_url: str) -> dict[str, str]:
+    """The libpq parameters of GROUPBUY_DATABASE_URL; an error that never shows the password."""
+    try:
+        parameters = {k: str(v) for k, v in conninfo_to_dict(database_url).items()}
+    except psycopg.ProgrammingError:
+        # libpq's own message quotes the string it could not parse, password and all.
         raise ConfigurationError(
-            f"GROUPBUY_DATABASE_URL must look like postgresql://user:password@host:port/db, "
-            f"got {database_url!r}"
+            "GROUPBUY_DATABASE_URL must be a PostgreSQL URL "
+            "(postgresql://user:password@host:port/database) or key=value conninfo "
+            f"(host=... dbname=...), got {redacted(database_url)!r}"
+        ) from None
+    ports = parameters.get("port", "")
+    if not all(port.strip().isdigit() for port in ports.split(",") if ports):
+        raise ConfigurationError(
+            f"GROUPBUY_DATABASE_URL names port {ports!r}, not a number: {redacted(database_url)!r}"
         )
+    return parameters
+
+
+def redacted(database_url: str) -> str:
+    """`database_url` with its password, in the URL or as a parameter, shown as ***."""
+    return PARAMETER_PASSWORD.sub(r"\1***", URL_PASSWORD.sub(r"\1***@", database_url))
+
+
+def database_address(database_url: str) -> str:
+    """Where GROUPBUY_DATABASE_URL points, as host:port/database: nothing secret in it."""
+    try:
+        parameters = database_parameters(database_url)
+    except ConfigurationError:
+        return redacted(database_url)
+    host = parameters.get("host") or parameters.get("hostaddr") or "localhost"
+    return f"{host}:{parameters.get('port') or 5432}/{parameters.get('dbname', '')}"
+
+
+def eventsourcing_env(database_url: str, schema: str = "") -> dict[str, str]:
+    """The eventsourcing library's PostgreSQL settings for GROUPBUY_DATABASE_URL."""
+    parameters = database_parameters(database_url)
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
-        "POSTGRES_HOST": parts.hostname,
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or ""),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_DBNAME": parameters.get("dbname") or parameters.get("user") or "postgres",
+        "POSTGRES_HOST": parameters.get("host") or parameters.get("hostaddr") or "",
+        "POSTGRES_PORT": parameters.get("port") or "5432",
+        "POSTGRES_USER": parameters.get("user", ""),
+        "POSTGRES_PASSWORD": parameters.get("password", ""),
     }
     if schema:
         env["POSTGRES_SCHEMA"] = schema

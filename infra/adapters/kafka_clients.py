@@ -15,8 +15,9 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError
 
-from infra.adapters.topics import APPEND_TIME, Topics, partitions_from_env
+from infra.adapters.topics import SETTLEMENT_MAX_BYTES, Topics, partitions_from_env
 from infra.settings import Settings
 
 STARTING_BACKOFF_MS = 10  # between metadata requests while a consumer starts
@@ -38,9 +39,15 @@ def producer(settings: Settings, **options: Any) -> KafkaProducer:
     return KafkaProducer(**connection(settings), **(defaults | options))
 
 
-def transactional_producer(settings: Settings, transactional_id: str) -> KafkaProducer:
-    """A producer whose sends and consumer offsets commit together, or not at all."""
-    return KafkaProducer(**connection(settings), transactional_id=transactional_id, acks="all")
+def transactional_producer(
+    settings: Settings, transactional_id: str, **options: Any
+) -> KafkaProducer:
+    """A producer whose sends and consumer offsets commit together, or not at all. Settle's:
+    its largest message is a purchase order."""
+    defaults = {"acks": "all", "max_request_size": SETTLEMENT_MAX_BYTES}
+    return KafkaProducer(
+        **connection(settings), transactional_id=transactional_id, **(defaults | options)
+    )
 
 
 def confirm(producer: KafkaProducer, futures: list[Any]) -> None:
@@ -54,10 +61,10 @@ def confirm(producer: KafkaProducer, futures: list[Any]) -> None:
         future.get(timeout=0)
 
 
-def consumer(settings: Settings, group: str | None) -> KafkaConsumer:
+def consumer(settings: Settings, group: str | None, **options: Any) -> KafkaConsumer:
     """A group member that never commits by itself: positions live in PostgreSQL. Without
-    a group, a reader of the partitions it is assigned."""
-    return KafkaConsumer(
+    a group, a reader of the partitions it is assigned. `options` override the defaults."""
+    defaults: dict[str, Any] = dict(
         **connection(settings),
         group_id=None if group is None else settings.topic_prefix + group,
         enable_auto_commit=False,
@@ -78,6 +85,7 @@ def consumer(settings: Settings, group: str | None) -> KafkaConsumer:
         # asking for their metadata (a broker's default would give one partition).
         allow_auto_create_topics=False,
     )
+    return KafkaConsumer(**(defaults | options))
 
 
 def reader(settings: Settings, **options: Any) -> KafkaConsumer:
@@ -92,11 +100,14 @@ def ensure_topics(settings: Settings, names: list[str]) -> None:
 
 
 def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) -> None:
-    """Create the missing topics among `names`; the orders topic always uses append time."""
+    """Create the missing topics among `names`, with their settings (`Topics.configs`)."""
     partitions = partitions_from_env()
     wanted = {
-        name: {"num_partitions": partitions, "replication_factor": -1}
-        | ({"configs": APPEND_TIME} if name == topics.orders else {})
+        name: {
+            "num_partitions": partitions,
+            "replication_factor": -1,
+            "configs": topics.configs(name),
+        }
         for name in names
     }
     response = client.create_topics(wanted, raise_errors=False)
@@ -107,9 +118,41 @@ def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) ->
             )
     if topics.orders in names:
         # A topic made earlier by hand may time orders by the sites' clocks: correct it.
-        resource = ConfigResource(ConfigResourceType.TOPIC, topics.orders, configs=APPEND_TIME)
+        configs = topics.configs(topics.orders)
+        resource = ConfigResource(ConfigResourceType.TOPIC, topics.orders, configs=configs)
         client.alter_configs([resource], raise_on_unknown=False)
     client.wait_for_topics(names)
+
+
+class CoordinatorNotFoundError(RuntimeError):
+    """The brokers named no coordinator for a consumer group in time."""
+
+
+def wait_for_coordinator(settings: Settings, *groups: str, timeout: float = 60.0) -> None:
+    """Wait until the brokers name a coordinator for each group (under the topic prefix).
+
+    A new cluster makes its __consumer_offsets topic when a group first asks for its
+    coordinator, and until then answers CoordinatorNotAvailable: a consumer waits that out
+    by itself, an admin call fails at once.
+    """
+    names = [settings.topic_prefix + group for group in groups]
+    if not names:
+        return
+    deadline = time.monotonic() + timeout
+    with closing(admin(settings)) as client:
+        while True:
+            try:
+                client.describe_groups(names)
+                return
+            except KafkaError as error:
+                if not error.retriable:
+                    raise
+                if time.monotonic() > deadline:
+                    raise CoordinatorNotFoundError(
+                        f"Kafka at {settings.kafka_bootstrap} named no coordinator for the "
+                        f"consumer groups {', '.join(names)} within {timeout:.0f} s: {error}"
+                    ) from error
+            time.sleep(0.2)
 
 
 def delete_topics_named(settings: Settings, prefix: str) -> None:

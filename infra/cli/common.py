@@ -18,11 +18,12 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.timefmt import parse_instant
-from infra.adapters.app import open_app
-from infra.settings import Settings
+from infra.adapters.app import ensure_schema, open_app
+from infra.settings import Settings, database_address
 
 # Exit codes scripts can rely on (argparse's usage errors exit with 2).
-INVALID = 1  # bad input: a file, a field, a time
+INVALID = 1  # bad input: a file, a field, a time, a setting
+STOPPED = 1  # a service stopped on its own: a supervisor restarts the process
 UNREACHABLE = 3  # a service (PostgreSQL, Kafka) did not answer
 NOT_FOUND = 4  # no such campaign
 REFUSED = 5  # the campaign's state forbids it: closed, or already open differently
@@ -31,7 +32,8 @@ DIFFERENT = 6  # `groupbuy replay --verify` found rebuilt and live read models d
 EXIT_CODES = (
     f"exit codes: 0 done, {INVALID} bad input, 2 bad usage, {UNREACHABLE} a service "
     f"unreachable, {NOT_FOUND} no such campaign, {REFUSED} refused by the campaign's state, "
-    f"{DIFFERENT} read models differ (replay --verify)"
+    f"{DIFFERENT} read models differ (replay --verify); a service that stops on its own "
+    f"exits with {STOPPED}"
 )
 
 
@@ -46,7 +48,7 @@ class CommandError(Exception):
 def connect_postgres(settings: Settings, **options: Any) -> psycopg.Connection[Any]:
     """A connection to the configured database, or an error naming its address."""
     try:
-        return psycopg.connect(settings.database_url, connect_timeout=5, **options)
+        return psycopg.connect(settings.postgres_conninfo, **options)
     except psycopg.OperationalError as error:
         reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise unreachable("PostgreSQL", postgres_address(settings), reason) from None
@@ -55,6 +57,18 @@ def connect_postgres(settings: Settings, **options: Any) -> psycopg.Connection[A
 def require_postgres(settings: Settings) -> None:
     """Raise, naming the address, unless the configured database accepts a connection."""
     connect_postgres(settings).close()
+
+
+def require_schema(settings: Settings) -> None:
+    """Create GROUPBUY_DATABASE_SCHEMA unless it exists; an error a person can act on."""
+    try:
+        ensure_schema(settings)
+    except psycopg.Error as error:
+        raise CommandError(
+            f"cannot create the schema {settings.database_schema!r} "
+            f"(GROUPBUY_DATABASE_SCHEMA): {str(error).strip()}",
+            UNREACHABLE if isinstance(error, psycopg.OperationalError) else INVALID,
+        ) from None
 
 
 def require_kafka(settings: Settings) -> None:
@@ -80,7 +94,7 @@ def unreachable(service: str, address: str, reason: str) -> CommandError:
 
 
 def postgres_address(settings: Settings) -> str:
-    return settings.database_url.rsplit("@", 1)[-1]  # never print the password
+    return database_address(settings.database_url)  # never the password
 
 
 def positive(kind: type[int] | type[float]) -> Any:
@@ -99,6 +113,7 @@ def positive(kind: type[int] | type[float]) -> Any:
 def event_store(settings: Settings) -> Iterator[GroupBuying]:
     """The event store; an unreachable database is named (exit 3), not a traceback."""
     require_postgres(settings)  # fails fast, with the address and no password
+    require_schema(settings)
     try:
         app = open_app(settings)
     except (OperationalError, InterfaceError) as error:

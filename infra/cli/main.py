@@ -14,19 +14,24 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import OperationalError
 
+from infra.adapters import kafka_clients
 from infra.cli.common import (
     EXIT_CODES,
+    INVALID,
+    STOPPED,
     UNREACHABLE,
     CommandError,
     positive,
     postgres_address,
     require_kafka,
     require_postgres,
+    require_schema,
 )
-from infra.services import SERVICES_AND_RUN, Service
+from infra.services import CONSUMER_GROUPS, SERVICES_AND_RUN, Service
 from infra.services.ingest import run_ingest
 from infra.services.ingest_workers import run_ingest_workers
-from infra.settings import Settings
+from infra.services.supervision import ServiceStoppedError, run_reporting
+from infra.settings import ConfigurationError, Settings
 
 
 def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
@@ -47,8 +52,8 @@ def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
                 "(default 1; up to one per core)",
             )
         command.set_defaults(
-            run=lambda settings, arguments, service=service: run_service(
-                _with_options(service, arguments), settings
+            run=lambda settings, arguments, name=name, service=service: run_service(
+                name, _with_options(service, arguments), settings
             )
         )
     if not services_only:
@@ -85,24 +90,38 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command is None:
         parser().print_help(sys.stderr)
         return 2
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
         return int(arguments.run(settings, arguments))
     except CommandError as error:
         print(f"groupbuy: {error}", file=sys.stderr)
         return error.exit_code
+    except ConfigurationError as error:
+        print(f"groupbuy: {error}", file=sys.stderr)
+        return INVALID
+    except ServiceStoppedError as error:
+        # Its traceback is in the log already: this is the line a supervisor shows.
+        print(f"groupbuy: {error}", file=sys.stderr)
+        return STOPPED
     except (psycopg.OperationalError, OperationalError) as error:
         where = postgres_address(settings)
         print(f"groupbuy: PostgreSQL at {where}: {str(error).strip()}", file=sys.stderr)
         return UNREACHABLE
 
 
-def run_service(service: Service, settings: Settings) -> int:
-    """Run one service until SIGINT or SIGTERM, then stop it cleanly."""
-    require_kafka(settings)  # a missing service is named at once, not after a long retry
-    require_postgres(settings)
+def run_service(name: str, service: Service, settings: Settings) -> int:
+    """Run one service until SIGINT or SIGTERM, then stop it cleanly; raise
+    ServiceStoppedError if it stops on its own."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO narrates every connection
+    require_kafka(settings)  # a missing service is named at once, not after a long retry
+    require_postgres(settings)
+    require_schema(settings)
+    try:
+        # A new cluster's first minute: its consumer groups have no coordinator yet.
+        kafka_clients.wait_for_coordinator(settings, *CONSUMER_GROUPS.get(name, []))
+    except kafka_clients.CoordinatorNotFoundError as error:
+        raise CommandError(str(error), UNREACHABLE) from None
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
@@ -112,5 +131,5 @@ def run_service(service: Service, settings: Settings) -> int:
     # collection took 0.62 s with neither, 0.38 s with the freeze, 0.18 s with both.
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-    service(settings, stop)
+    run_reporting(name, partial(service, settings), stop)
     return 0

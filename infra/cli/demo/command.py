@@ -35,11 +35,13 @@ from infra.cli.common import (
     read_models,
     require_kafka,
     require_postgres,
+    require_schema,
 )
 from infra.cli.demo import sites as demo_sites
 from infra.cli.demo import view as demo_view
 from infra.cli.demo.sites import Planned, Sites
 from infra.cli.demo.view import Progress
+from infra.services import CONSUMER_GROUPS
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
@@ -47,7 +49,7 @@ from projections.read_models import ReadModelTables
 DURATION = 50.0  # seconds from opening to deadline at --speed 1
 READY_TIMEOUT = 90.0  # a first start of the broker's consumer groups can be slow
 SETTLE_TIMEOUT = 60.0  # after the deadline, for the purchase order and settlements
-GROUPS = ("groupbuy-ingest", "groupbuy-project", "groupbuy-settle")
+GROUPS = CONSUMER_GROUPS["run"]
 RUN = "import sys; from infra.cli.main import main; sys.exit(main(['run']))"
 
 
@@ -74,6 +76,7 @@ def run_demo(settings: Settings, arguments: argparse.Namespace) -> int:
     campaign_id = f"demo-{uuid.uuid4().hex[:8]}"
     supplier_topic = topics.settlements(demo_sites.SUPPLIER_ID)
     require_postgres(settings)  # says which address when PostgreSQL is unreachable
+    require_schema(settings)
     _prepare_topics(settings, topics, supplier_topic)
     log = Path(tempfile.gettempdir()) / f"groupbuy-{campaign_id}.log"
     console.print(f"starting every service: groupbuy run (log: {log})")
@@ -333,6 +336,12 @@ def _prepare_topics(settings: Settings, topics: Topics, supplier_topic: str) -> 
     require_kafka(settings)
     names = [*topics.ingest_topics(), topics.campaign_events, topics.buyer_settlements]
     kafka_clients.ensure_topics(settings, [*names, supplier_topic])
+    try:
+        # A new broker's first minute: its consumer groups have no coordinator yet, and
+        # waiting for the services to join them would fail at once.
+        kafka_clients.wait_for_coordinator(settings, *GROUPS)
+    except kafka_clients.CoordinatorNotFoundError as error:
+        raise CommandError(str(error), UNREACHABLE) from None
 
 
 class ServicesProcess:
