@@ -105,6 +105,9 @@ class EventRelay:
         self.topic = topic
         self.results_topic = results_topic
         self.slugs: dict[UUID, str] = {}
+        # Acknowledged by Kafka but not yet recorded (the database failed in between): kept
+        # to record first next time, so a database restart does not send them again.
+        self.unrecorded: tuple[int, list[tuple[Notification, BaseException]]] | None = None
         recorder = recorder_of(app)
         schema = recorder.datastore.schema
         tracking = Identifier(schema, recorder.tracking_table_name)
@@ -121,6 +124,8 @@ class EventRelay:
         ).format(Identifier(schema, PARKED_TABLE))
 
     def __call__(self, conn: Connection) -> int:
+        if self.unrecorded is not None:
+            self._record(conn, *self.unrecorded)
         # Step 1. Read the position, and the events after it.
         row = conn.execute(self.select_position, (POSITION,)).fetchone()
         after = row[0] if row else 0
@@ -135,10 +140,8 @@ class EventRelay:
         done = notifications[: verdicts.stop]
         parked = [(notifications[i], error) for i, error in verdicts.parked()]
         if done:
-            with conn.transaction():
-                for notification, error in parked:
-                    conn.execute(self.park, self._parked_row(notification, error))
-                conn.execute(self.store_position, {"name": POSITION, "id": done[-1].id})
+            self.unrecorded = (done[-1].id, parked)
+            self._record(conn, *self.unrecorded)
         for notification, error in parked:
             log.error(
                 "event %d (%s v%d) cannot be published to %s and is parked in %s: %s",
@@ -152,6 +155,16 @@ class EventRelay:
         if verdicts.error is not None:
             raise verdicts.error  # the rows from there on are sent again after a backoff
         return len(done)
+
+    def _record(
+        self, conn: Connection, last: int, parked: list[tuple[Notification, BaseException]]
+    ) -> None:
+        """Park what Kafka refused and store the position after `last`, in one transaction."""
+        with conn.transaction():
+            for notification, error in parked:
+                conn.execute(self.park, self._parked_row(notification, error))
+            conn.execute(self.store_position, {"name": POSITION, "id": last})
+        self.unrecorded = None
 
     def _send(self, producer: KafkaProducer, notification: Notification) -> list[Future]:
         event = self.app.mapper.to_domain_event(notification)
@@ -199,6 +212,8 @@ class OutboxPublisher:
 
     def __init__(self, schema: str, table: str, new_producer: NewProducer) -> None:
         self.sender = Sender(new_producer, self._send)
+        # Rows Kafka acknowledged but the database did not yet delete: deleted first next time.
+        self.unrecorded: tuple[list[int], list[tuple[OutboxRow, BaseException]]] | None = None
         qualified = Identifier(schema, table)
         self.select = SQL(
             "SELECT id, topic, key, value, headers FROM {} ORDER BY id LIMIT %s"
@@ -210,6 +225,8 @@ class OutboxPublisher:
         ).format(Identifier(schema, PARKED_TABLE), qualified)
 
     def __call__(self, conn: Connection) -> int:
+        if self.unrecorded is not None:
+            self._record(conn, *self.unrecorded)
         # Step 1. Read the oldest rows.
         rows = conn.execute(self.select, (BATCH,)).fetchall()
         if not rows:
@@ -220,10 +237,8 @@ class OutboxPublisher:
         done = rows[: verdicts.stop]
         parked = [(rows[i], error) for i, error in verdicts.parked()]
         if done:
-            with conn.transaction():
-                for row, error in parked:
-                    conn.execute(self.park, (describe(error), row[0]))
-                conn.execute(self.delete, ([row[0] for row in done],))
+            self.unrecorded = ([row[0] for row in done], parked)
+            self._record(conn, *self.unrecorded)
         for row, error in parked:
             log.error(
                 "outbox row %d cannot be published to %s and is parked in %s: %s",
@@ -235,6 +250,16 @@ class OutboxPublisher:
         if verdicts.error is not None:
             raise verdicts.error  # the rows from there on are sent again after a backoff
         return len(done)
+
+    def _record(
+        self, conn: Connection, ids: list[int], parked: list[tuple[OutboxRow, BaseException]]
+    ) -> None:
+        """Park what Kafka refused and delete the rows done, in one transaction."""
+        with conn.transaction():
+            for row, error in parked:
+                conn.execute(self.park, (describe(error), row[0]))
+            conn.execute(self.delete, (ids,))
+        self.unrecorded = None
 
     def _send(self, producer: KafkaProducer, row: OutboxRow) -> list[Future]:
         _, topic, key, value, headers = row
