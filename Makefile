@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Starts the local Kafka and PostgreSQL unless GROUPBUY_* variables point at running ones.
 UP = eval "$$($(BIN)/python -m infra.local up)"
 
-.PHONY: install up down status demo lint test test-unit bench clean
+.PHONY: install up down status demo lint test test-unit soak bench clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,11 @@ test-unit: install
 
 test: lint
 	@$(UP) && $(BIN)/pytest
+
+# The fault-injection tests at length: 20 kills of each service, broker and database
+# restarts, a minute's database freeze, thousands of orders (`make test` runs them short).
+soak: install
+	@$(UP) && GROUPBUY_SOAK=1 $(BIN)/pytest tests/reliability -m soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
