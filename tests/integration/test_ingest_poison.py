@@ -13,8 +13,6 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.protocol.producer.produce import ProduceRequest
-from kafka.record.memory_records import MemoryRecordsBuilder
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
@@ -29,7 +27,7 @@ from infra.services.ingest import run_ingest
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import read_json
+from tests.support.kafka_io import produce_raw, read_json
 from tests.support.pipeline import running
 
 Headers = list[tuple[str, bytes | None]]
@@ -68,29 +66,8 @@ class Publisher:
         """A record with a null header value, which Kafka has (a Java producer sends one)
         but kafka-python's send() refuses: built with kafka-python's record builder, and
         sent as a produce request of its own."""
-        builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
-        builder.append(timestamp=int(time.time() * 1000), key=key, value=value, headers=headers)
-        builder.close()
-        partition = ProduceRequest.TopicProduceData.PartitionProduceData(
-            index=0, records=builder.buffer()
-        )
-        request = ProduceRequest(
-            transactional_id=None,
-            acks=-1,
-            timeout_ms=10_000,
-            topic_data=[
-                ProduceRequest.TopicProduceData(name=self.topic, partition_data=[partition])
-            ],
-            min_version=3,
-            max_version=9,
-        )
-
-        async def send() -> Any:
-            return await self.admin._manager.send(request)
-
-        (answer,) = self.admin._manager.run(send).responses[0].partition_responses
-        assert answer.error_code == 0, answer
-        return int(answer.base_offset)
+        offset, _ = produce_raw(self.admin, self.topic, 0, key, value, headers)
+        return offset
 
     def flush(self) -> None:
         self.producer.flush()

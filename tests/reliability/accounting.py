@@ -20,6 +20,7 @@ from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 from tests.support.faults import OrderStream
+from tests.support.kafka_io import until
 from tests.support.read_models import live_rows, projected_version, rebuilt_rows, stored_version
 
 # Keys of the order-results topic: (site_id, order_id, result type).
@@ -89,16 +90,6 @@ def readers(settings: Settings, *topics: str) -> Iterator[list[TopicReader]]:
     finally:
         for reader in opened:
             reader.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Whether `condition` came true within `timeout`; the checks then say what is wrong."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 # --- What the results must be: the orders topic replayed by the contract's rules -------------
@@ -250,7 +241,7 @@ def check_store(expected: Expected, stored: dict[str, StoredCampaign]) -> None:
 def check_read_models(settings: Settings, campaign_ids: list[str], timeout: float) -> None:
     """(c) The live read models equal a rebuild from zero, once the projector caught up."""
     stored = stored_version(settings, campaign_ids)
-    caught_up = wait_until(lambda: projected_version(settings) == stored, timeout)
+    caught_up = until(lambda: projected_version(settings) == stored, timeout)
     assert caught_up, (
         f"read models: the projector applied versions summing to {projected_version(settings)}, "
         f"the store holds {stored} (after {timeout:.0f} s)"
@@ -373,7 +364,7 @@ def account(
     with readers(settings, *names, topics.buyer_settlements) as (orders, results, po, buyers):
         assert orders.catch_up(timeout), "could not read the orders topic to its end"
         expected = expected_outcomes(orders.records, deadlines)
-        wait_until(lambda: all_closed(settings, campaign_ids), timeout)
+        until(lambda: all_closed(settings, campaign_ids), timeout)
         po.wait_for(lambda rs: len(rs) >= len(campaign_ids), timeout)
         stored = stored_campaigns(settings, campaign_ids)
         standing = sum(standing_settlements(stored).values())

@@ -19,18 +19,17 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.partitioner import murmur2
-from kafka.protocol.producer.produce import ProduceRequest
-from kafka.record.memory_records import MemoryRecordsBuilder
 from psycopg.sql import SQL
 
 from consumers.batch import RawHeaderKey, header_name_bytes
 from consumers.loop import read_raw_header_keys
-from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
-from tests.support.builders import campaign, placed
+from tests.support.builders import placed
+from tests.support.faults import open_campaigns
+from tests.support.kafka_io import produce_raw, until
 from tests.support.pipeline import ServiceProcess
 from tests.support.read_models import live_rows, projected_version, rebuilt_rows, stored_version
 
@@ -351,29 +350,10 @@ class Sender:
     def _produce(self, entry: Entry) -> Placed:
         key = entry.key.encode()
         partition = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
-        builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=MiB)
-        builder.append(
-            timestamp=int(time.time() * 1000), key=key, value=entry.value, headers=entry.headers
+        offset, appended = produce_raw(
+            self.admin, self.topic, partition, key, entry.value, entry.headers
         )
-        builder.close()
-        data = ProduceRequest.TopicProduceData.PartitionProduceData(
-            index=partition, records=builder.buffer()
-        )
-        request = ProduceRequest(
-            transactional_id=None,
-            acks=-1,
-            timeout_ms=10_000,
-            topic_data=[ProduceRequest.TopicProduceData(name=self.topic, partition_data=[data])],
-            min_version=3,
-            max_version=9,
-        )
-
-        async def send() -> Any:
-            return await self.admin._manager.send(request)
-
-        (answer,) = self.admin._manager.run(send).responses[0].partition_responses
-        assert answer.error_code == 0, answer
-        return Placed(partition, int(answer.base_offset), int(answer.log_append_time_ms))
+        return Placed(partition, offset, appended)
 
 
 # --- Reading --------------------------------------------------------------------------------
@@ -420,16 +400,6 @@ class TopicTail:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Whether `condition` came true in time; the assertions after it say what is missing."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.3)
-    return True
 
 
 # --- The pipeline ---------------------------------------------------------------------------
@@ -484,24 +454,6 @@ def pipeline(
     finally:
         for tail in tails:
             tail.close()
-
-
-def open_campaigns(settings: Settings, deadlines: dict[str, datetime]) -> None:
-    """No per-buyer limit, no stock cap: every order that reads and keeps to the limits
-    counts."""
-    app = open_app(settings)
-    try:
-        for campaign_id, deadline in deadlines.items():
-            definition = campaign(
-                campaign_id,
-                max_per_buyer=None,
-                minimum_quantity=1,
-                deadline=deadline.isoformat().replace("+00:00", "Z"),
-            )
-            app.open_campaign(definition, datetime.now(UTC))
-    finally:
-        app.close()
-    kafka_clients.ensure_topics(settings, Topics(settings.topic_prefix).ingest_topics())
 
 
 def orders_topic_limit(kafka_admin: KafkaAdminClient, topic: str) -> int:

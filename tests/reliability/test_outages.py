@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra.settings import Settings
-from tests.reliability.accounting import Figures, account, wait_until
+from tests.reliability.accounting import Figures, account
 from tests.support.faults import (
     SCALE,
     OrderStream,
@@ -21,6 +21,7 @@ from tests.support.faults import (
     open_campaigns,
     staggered_deadlines,
 )
+from tests.support.kafka_io import until
 from tests.support.read_models import projected_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak, pytest.mark.timeout(SCALE.test_timeout)]
@@ -87,7 +88,7 @@ def run_through(
         with supervisor:
             stream.start()
             try:
-                flowing = wait_until(lambda: projected_version(settings) > 2 * scale.rate, 60)
+                flowing = until(lambda: projected_version(settings) > 2 * scale.rate, 60)
                 assert flowing, f"no orders reached the read models: {supervisor.summary()}"
                 what = fault()
                 figures = account(settings, stream, deadlines, scale.settle_timeout)

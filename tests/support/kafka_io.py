@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.protocol.producer.produce import ProduceRequest
+from kafka.record.memory_records import MemoryRecordsBuilder
 
 from infra.settings import Settings
 
@@ -68,3 +70,48 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)
+
+
+def until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether `condition` came true within `timeout`; the assertions after it say what is
+    missing."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def produce_raw(
+    admin: KafkaAdminClient,
+    topic: str,
+    partition: int,
+    key: bytes | None,
+    value: bytes,
+    headers: Any,
+) -> tuple[int, int]:
+    """One record as a produce request of its own, built with kafka-python's record builder:
+    a header with a null value, which Kafka has (a Java producer sends one) but kafka-python's
+    send() refuses. (offset, broker append time in ms)."""
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
+    builder.append(timestamp=int(time.time() * 1000), key=key, value=value, headers=headers)
+    builder.close()
+    data = ProduceRequest.TopicProduceData.PartitionProduceData(
+        index=partition, records=builder.buffer()
+    )
+    request = ProduceRequest(
+        transactional_id=None,
+        acks=-1,
+        timeout_ms=10_000,
+        topic_data=[ProduceRequest.TopicProduceData(name=topic, partition_data=[data])],
+        min_version=3,
+        max_version=9,
+    )
+
+    async def send() -> Any:
+        return await admin._manager.send(request)
+
+    (answer,) = admin._manager.run(send).responses[0].partition_responses
+    assert answer.error_code == 0, answer
+    return int(answer.base_offset), int(answer.log_append_time_ms)
