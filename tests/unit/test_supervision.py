@@ -100,3 +100,22 @@ def test_the_relay_retries_only_what_may_succeed_next_time(
     error: Exception, transient: bool
 ) -> None:
     assert is_transient(error) is transient
+
+
+def test_kafka_pythons_shutdown_race_is_not_logged_but_other_network_errors_are() -> None:
+    from infra.cli.main import _closed_while_reading
+
+    def record(error: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "kafka.net.transport",
+            logging.ERROR,
+            "",
+            0,
+            "Error receiving",
+            (),
+            (type(error), error, None),
+        )
+
+    race = AttributeError("'NoneType' object has no attribute 'recv'")
+    assert not _closed_while_reading(record(race))
+    assert _closed_while_reading(record(ConnectionResetError("reset by peer")))
