@@ -20,7 +20,6 @@ from analysis.history import state_at
 from analysis.whatif import CHANGEABLE, Comparison, compare
 from domain.errors import DefinitionError
 from infra.cli import export
-from infra.cli.campaign import plain
 from infra.cli.common import (
     EXIT_CODES,
     CommandError,
@@ -29,6 +28,7 @@ from infra.cli.common import (
     instant_argument,
     json_file,
 )
+from infra.cli.output import plain
 from infra.settings import Settings
 
 WHATIF_FILE_HELP = f"""\

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,7 +11,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from domain.application import GroupBuying
 from domain.campaign import Campaign
@@ -29,6 +27,7 @@ from infra.cli.common import (
     json_file,
     read_models,
 )
+from infra.cli.output import plain
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
@@ -208,19 +207,3 @@ LISTED = (
     "units_to_next_price",
     "deadline",
 )
-
-
-# C0 and C1 control characters (ESC among them) and the Unicode ones that break or reorder a
-# line: what a site or a record wrote is shown, never obeyed by the terminal.
-CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def plain(value: Any, style: str = "") -> Text:
-    """A value as a person reads it in a table: text, never rich markup, with control
-    characters as visible escapes (`\\x1b`); None as a dash."""
-    shown = "-" if value is None else str(value)
-    return Text(CONTROLS.sub(_escape, shown), style=style)
-
-
-def _escape(control: re.Match[str]) -> str:
-    return control.group().encode("unicode_escape").decode("ascii")

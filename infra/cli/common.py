@@ -159,8 +159,3 @@ def instant_argument(option: str, value: str) -> datetime:
         return parse_instant(value)
     except ValueError as error:
         raise CommandError(f"{option} {error}") from None
-
-
-def text(value: Any) -> str:
-    """A value in a table cell: None as a dash."""
-    return "-" if value is None else str(value)

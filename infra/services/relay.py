@@ -88,7 +88,70 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
         app.close()
 
 
-class EventRelay:
+class Publisher(Generic[Row]):
+    """A batch of rows to Kafka, then their progress to the database, at least once.
+
+    Rows Kafka acknowledged but the database did not yet record (it failed in between) are
+    kept and recorded first on the next turn, so a database restart sends nothing again.
+    """
+
+    def __init__(self, new_producer: NewProducer) -> None:
+        self.sender = Sender(new_producer, self._send)
+        self.unrecorded: tuple[Sequence[Row], list[tuple[Row, BaseException]]] | None = None
+
+    def __call__(self, conn: Connection) -> int:
+        if self.unrecorded is not None:
+            self._record_once(conn, *self.unrecorded)
+        # Step 1. Read the rows after those recorded.
+        rows = self._read(conn)
+        if not rows:
+            return 0
+        # Step 2. Send them, and wait for Kafka's acknowledgements.
+        verdicts = self.sender.publish(rows)
+        # Step 3. Park those Kafka refused, and record the progress up to the last one done.
+        done = rows[: verdicts.stop]
+        parked = [(rows[i], error) for i, error in verdicts.parked()]
+        if done:
+            self.unrecorded = (done, parked)
+            self._record_once(conn, done, parked)
+        for row, error in parked:
+            log.error(
+                "%s cannot be published and is parked in %s: %s",
+                self._about(row),
+                PARKED_TABLE,
+                describe(error),
+            )
+        if verdicts.error is not None:
+            raise verdicts.error  # the rows from there on are sent again after a backoff
+        return len(done)
+
+    def _record_once(
+        self, conn: Connection, done: Sequence[Row], parked: list[tuple[Row, BaseException]]
+    ) -> None:
+        with conn.transaction():
+            self._record(conn, done, parked)
+        self.unrecorded = None
+
+    def _read(self, conn: Connection) -> Sequence[Row]:
+        raise NotImplementedError
+
+    def _send(self, producer: KafkaProducer, row: Row) -> list[Future]:
+        raise NotImplementedError
+
+    def _record(
+        self, conn: Connection, done: Sequence[Row], parked: list[tuple[Row, BaseException]]
+    ) -> None:
+        """Within the caller's transaction: park what Kafka refused, record the rest."""
+        raise NotImplementedError
+
+    def _about(self, row: Row) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sender.close()
+
+
+class EventRelay(Publisher[Notification]):
     """Publishes every stored domain event to `groupbuy.campaign-events.v1`, at least once.
 
     It follows the notification log from the position it stored after Kafka acknowledged.
@@ -100,14 +163,11 @@ class EventRelay:
     def __init__(
         self, app: GroupBuying, new_producer: NewProducer, topic: str, results_topic: str
     ) -> None:
+        super().__init__(new_producer)
         self.app = app
-        self.sender = Sender(new_producer, self._send)
         self.topic = topic
         self.results_topic = results_topic
         self.slugs: dict[UUID, str] = {}
-        # Acknowledged by Kafka but not yet recorded (the database failed in between): kept
-        # to record first next time, so a database restart does not send them again.
-        self.unrecorded: tuple[int, list[tuple[Notification, BaseException]]] | None = None
         recorder = recorder_of(app)
         schema = recorder.datastore.schema
         tracking = Identifier(schema, recorder.tracking_table_name)
@@ -123,48 +183,26 @@ class EventRelay:
             "VALUES (%s, %s, %s, %s, %s)"
         ).format(Identifier(schema, PARKED_TABLE))
 
-    def __call__(self, conn: Connection) -> int:
-        if self.unrecorded is not None:
-            self._record(conn, *self.unrecorded)
-        # Step 1. Read the position, and the events after it.
+    def _read(self, conn: Connection) -> Sequence[Notification]:
         row = conn.execute(self.select_position, (POSITION,)).fetchone()
         after = row[0] if row else 0
-        notifications = self.app.recorder.select_notifications(
-            after, BATCH, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0
-        # Step 2. Send them, and wait for Kafka's acknowledgements.
-        verdicts = self.sender.publish(notifications)
-        # Step 3. Park those Kafka refused, and store the position after the last one done.
-        done = notifications[: verdicts.stop]
-        parked = [(notifications[i], error) for i, error in verdicts.parked()]
-        if done:
-            self.unrecorded = (done[-1].id, parked)
-            self._record(conn, *self.unrecorded)
-        for notification, error in parked:
-            log.error(
-                "event %d (%s v%d) cannot be published to %s and is parked in %s: %s",
-                notification.id,
-                notification.originator_id,
-                notification.originator_version,
-                self.topic,
-                PARKED_TABLE,
-                describe(error),
-            )
-        if verdicts.error is not None:
-            raise verdicts.error  # the rows from there on are sent again after a backoff
-        return len(done)
+        return self.app.recorder.select_notifications(after, BATCH, inclusive_of_start=False)
 
     def _record(
-        self, conn: Connection, last: int, parked: list[tuple[Notification, BaseException]]
+        self,
+        conn: Connection,
+        done: Sequence[Notification],
+        parked: list[tuple[Notification, BaseException]],
     ) -> None:
-        """Park what Kafka refused and store the position after `last`, in one transaction."""
-        with conn.transaction():
-            for notification, error in parked:
-                conn.execute(self.park, self._parked_row(notification, error))
-            conn.execute(self.store_position, {"name": POSITION, "id": last})
-        self.unrecorded = None
+        for notification, error in parked:
+            conn.execute(self.park, self._parked_row(notification, error))
+        conn.execute(self.store_position, {"name": POSITION, "id": done[-1].id})
+
+    def _about(self, notification: Notification) -> str:
+        return (
+            f"event {notification.id} ({notification.originator_id} "
+            f"v{notification.originator_version}) for {self.topic}"
+        )
 
     def _send(self, producer: KafkaProducer, notification: Notification) -> list[Future]:
         event = self.app.mapper.to_domain_event(notification)
@@ -199,11 +237,8 @@ class EventRelay:
             self.slugs[originator_id] = event.campaign_id
         return self.slugs[originator_id]
 
-    def close(self) -> None:
-        self.sender.close()
 
-
-class OutboxPublisher:
+class OutboxPublisher(Publisher[OutboxRow]):
     """Publishes outbox rows (order results, dead letters): at least once, in order.
 
     It sends the oldest rows, waits for Kafka's acks, then deletes them; a row Kafka will
@@ -211,9 +246,7 @@ class OutboxPublisher:
     """
 
     def __init__(self, schema: str, table: str, new_producer: NewProducer) -> None:
-        self.sender = Sender(new_producer, self._send)
-        # Rows Kafka acknowledged but the database did not yet delete: deleted first next time.
-        self.unrecorded: tuple[list[int], list[tuple[OutboxRow, BaseException]]] | None = None
+        super().__init__(new_producer)
         qualified = Identifier(schema, table)
         self.select = SQL(
             "SELECT id, topic, key, value, headers FROM {} ORDER BY id LIMIT %s"
@@ -224,42 +257,22 @@ class OutboxPublisher:
             "SELECT id, topic, key, value, headers, %s FROM {} WHERE id = %s"
         ).format(Identifier(schema, PARKED_TABLE), qualified)
 
-    def __call__(self, conn: Connection) -> int:
-        if self.unrecorded is not None:
-            self._record(conn, *self.unrecorded)
-        # Step 1. Read the oldest rows.
-        rows = conn.execute(self.select, (BATCH,)).fetchall()
-        if not rows:
-            return 0
-        # Step 2. Send them, and wait for Kafka's acknowledgements.
-        verdicts = self.sender.publish(rows)
-        # Step 3. Park those Kafka refused, and delete the rows done.
-        done = rows[: verdicts.stop]
-        parked = [(rows[i], error) for i, error in verdicts.parked()]
-        if done:
-            self.unrecorded = ([row[0] for row in done], parked)
-            self._record(conn, *self.unrecorded)
-        for row, error in parked:
-            log.error(
-                "outbox row %d cannot be published to %s and is parked in %s: %s",
-                row[0],
-                row[1],
-                PARKED_TABLE,
-                describe(error),
-            )
-        if verdicts.error is not None:
-            raise verdicts.error  # the rows from there on are sent again after a backoff
-        return len(done)
+    def _read(self, conn: Connection) -> Sequence[OutboxRow]:
+        rows: list[OutboxRow] = conn.execute(self.select, (BATCH,)).fetchall()
+        return rows
 
     def _record(
-        self, conn: Connection, ids: list[int], parked: list[tuple[OutboxRow, BaseException]]
+        self,
+        conn: Connection,
+        done: Sequence[OutboxRow],
+        parked: list[tuple[OutboxRow, BaseException]],
     ) -> None:
-        """Park what Kafka refused and delete the rows done, in one transaction."""
-        with conn.transaction():
-            for row, error in parked:
-                conn.execute(self.park, (describe(error), row[0]))
-            conn.execute(self.delete, (ids,))
-        self.unrecorded = None
+        for row, error in parked:
+            conn.execute(self.park, (describe(error), row[0]))
+        conn.execute(self.delete, ([row[0] for row in done],))
+
+    def _about(self, row: OutboxRow) -> str:
+        return f"outbox row {row[0]} for {row[1]}"
 
     def _send(self, producer: KafkaProducer, row: OutboxRow) -> list[Future]:
         _, topic, key, value, headers = row
@@ -271,9 +284,6 @@ class OutboxPublisher:
                 headers=outbox_headers(headers),
             )
         ]
-
-    def close(self) -> None:
-        self.sender.close()
 
 
 class Verdicts:

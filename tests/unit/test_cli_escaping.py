@@ -9,8 +9,9 @@ import pytest
 from rich.console import Console, RenderableType
 
 from infra.cli.analyst import history_table
-from infra.cli.campaign import campaign_table, campaigns_table, plain
+from infra.cli.campaign import campaign_table, campaigns_table
 from infra.cli.demo.view import purchase_order, settlement_summary
+from infra.cli.output import plain
 
 HOSTILE = ["[/x]", "\x1b[2J", "\x1b]0;pwn\x07", "[red]loud[/red]", "a\x9b31mb", "\u202eevil"]
 SHOWN = ["[/x]", "\\x1b[2J", "\\x1b]0;pwn\\x07", "[red]loud[/red]", "a\\x9b31mb", "\\u202eevil"]

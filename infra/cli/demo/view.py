@@ -13,8 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from infra.cli.campaign import plain
 from infra.cli.demo.sites import CANCELLED, CONDITIONAL, INVALID, PLACED, SITES
+from infra.cli.output import plain
 
 
 @dataclass
