@@ -17,7 +17,7 @@ from kafka import (
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
-from infra.adapters.topics import SETTLEMENT_MAX_BYTES, Topics, partitions_from_env
+from infra.adapters.topics import SETTLEMENT_MAX_BYTES, Topics
 from infra.settings import Settings
 
 STARTING_BACKOFF_MS = 10  # between metadata requests while a consumer starts
@@ -89,8 +89,10 @@ def consumer(settings: Settings, group: str | None, **options: Any) -> KafkaCons
 
 
 def reader(settings: Settings, **options: Any) -> KafkaConsumer:
-    """A consumer in no group, for partitions it assigns itself: read, never committed."""
-    return KafkaConsumer(**connection(settings), group_id=None, **options)
+    """A consumer in no group, for partitions it assigns itself: read, never committed. It
+    reads committed transactions only, as every reader of the relay's topics must."""
+    defaults = {"isolation_level": "read_committed"}
+    return KafkaConsumer(**connection(settings), group_id=None, **(defaults | options))
 
 
 def ensure_topics(settings: Settings, names: list[str]) -> None:
@@ -101,10 +103,9 @@ def ensure_topics(settings: Settings, names: list[str]) -> None:
 
 def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) -> None:
     """Create the missing topics among `names`, with their settings (`Topics.configs`)."""
-    partitions = partitions_from_env()
     wanted = {
         name: {
-            "num_partitions": partitions,
+            "num_partitions": topics.partitions(name),
             "replication_factor": -1,
             "configs": topics.configs(name),
         }

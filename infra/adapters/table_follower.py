@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
-from kafka.errors import KafkaError
+from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 from psycopg.sql import SQL, Identifier
 
 from infra.settings import postgres_conninfo
@@ -87,6 +87,8 @@ def is_transient(error: BaseException) -> bool:
     """Whether retrying may succeed: a connection lost or refused, a lock or statement timed
     out, a deadlock, or a Kafka error Kafka calls retriable. Not a missing table, a bad
     value, a message Kafka refuses: those fail the same way every time."""
+    if isinstance(error, ProducerFencedError | InvalidProducerEpochError):
+        return True  # another relay took the turn: this one waits for it again
     if isinstance(error, KafkaError):
         return bool(error.retriable)
     # psycopg's OperationalError covers lost connections, timeouts, deadlocks, serialization

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 # order counts").
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
+COMPACTED = {"cleanup.policy": "compact"}
+# The relay's publishers, each with a partition of the relay's progress topic of its own.
+RELAY_PUBLISHERS = 2
+
 MiB = 1024 * 1024
 # The largest record batch each topic takes (Kafka's `max.message.bytes`, set when groupbuy
 # creates it); a producer asks no more of a topic than that (`kafka_clients`). A
@@ -18,6 +22,8 @@ EVENT_MAX_BYTES = 8 * MiB
 # A purchase order carries its campaign.closed's lines, byte for byte, and fields of its own
 # (under 2 KiB within the field limits): whatever campaign-events took, this takes.
 SETTLEMENT_MAX_BYTES = EVENT_MAX_BYTES + MiB
+# The relay's progress lists up to 2,000 rows and the errors of those parked (2,000
+# characters each at most): it fits in what campaign-events takes.
 ORDER_MAX_BYTES = MiB  # a site's record; ingestion reads at most 64 KiB of it as an order
 # A dead letter is an orders record byte for byte, with headers saying why it is one.
 DEAD_LETTER_MAX_BYTES = ORDER_MAX_BYTES + MiB
@@ -54,15 +60,27 @@ class Topics:
         broker's time (infra/services/clock.py)."""
         return self.prefix + "groupbuy.clock.v1"
 
+    @property
+    def relay_progress(self) -> str:
+        """The relay's own topic: how far each of its Kafka transactions got, committed with
+        the messages it published (infra/services/relay.py). Compacted: its last record per
+        publisher is all that is ever read."""
+        return self.prefix + "groupbuy.relay-progress.v1"
+
     def settlements(self, supplier_id: str) -> str:
         return f"{self.prefix}groupbuy.settlements.{supplier_id}.v1"
 
     def ingest_topics(self) -> list[str]:
         return [self.orders, self.order_results, self.orders_dlq]
 
+    def partitions(self, name: str) -> int:
+        """How many partitions topic `name` is created with: one per relay publisher for the
+        relay's progress, GROUPBUY_TOPIC_PARTITIONS for the rest."""
+        return RELAY_PUBLISHERS if name == self.relay_progress else partitions_from_env()
+
     def max_message_bytes(self, name: str) -> int:
         """The largest record batch topic `name` takes."""
-        if name == self.campaign_events:
+        if name in (self.campaign_events, self.relay_progress):
             return EVENT_MAX_BYTES
         if name.startswith(f"{self.prefix}groupbuy.settlements."):
             return SETTLEMENT_MAX_BYTES
@@ -73,6 +91,8 @@ class Topics:
         """The settings topic `name` is created with: its message size, and for the orders and
         clock topics the broker's append time."""
         configs = {"max.message.bytes": str(self.max_message_bytes(name))}
+        if name == self.relay_progress:
+            return configs | COMPACTED
         return configs | APPEND_TIME if name in (self.orders, self.clock) else configs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
+from contextlib import suppress
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
@@ -30,6 +30,7 @@ from infra.adapters.app import OUTBOX_TABLE, open_app, recorder_of
 from infra.adapters.event_store import OUTBOX_CHANNEL, SCHEMA_LOCK, outbox_headers
 from infra.adapters.table_follower import Connection, TableFollower
 from infra.adapters.topics import EVENT_MAX_BYTES, Topics
+from infra.services.relay_progress import Message, Progress, ProgressLog, TopicLimits
 from infra.services.supervision import run_together
 from infra.settings import Settings
 from projections.wire import MESSAGE_TYPES, encode
@@ -58,14 +59,28 @@ OutboxRow = tuple[int, str, bytes | None, bytes, list[list[str]]]
 def run_relay(settings: Settings, stop: threading.Event) -> None:
     """Publish campaign events, the results they give, and outbox rows until `stop`."""
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, [*topics.ingest_topics(), topics.campaign_events])
+    kafka_clients.ensure_topics(
+        settings, [*topics.ingest_topics(), topics.campaign_events, topics.relay_progress]
+    )
     app = open_app(settings)
     create_parking(app)
     schema = settings.database_schema
-    # A producer each, replaced after a failed send (`Sender`), for the largest message.
-    new_producer = partial(kafka_clients.producer, settings, max_request_size=EVENT_MAX_BYTES)
-    events = EventRelay(app, new_producer, topics.campaign_events, topics.order_results)
-    outbox = OutboxPublisher(schema, OUTBOX_TABLE, new_producer)
+    limits = TopicLimits(settings)
+    events = EventRelay(
+        app,
+        publisher_producer(settings, "campaign-events"),
+        limits,
+        ProgressLog(settings, "campaign-events"),
+        topics.campaign_events,
+        topics.order_results,
+    )
+    outbox = OutboxPublisher(
+        schema,
+        OUTBOX_TABLE,
+        publisher_producer(settings, "outbox"),
+        limits,
+        ProgressLog(settings, "outbox"),
+    )
     followers = [
         TableFollower(
             settings.database_url,
@@ -88,36 +103,62 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
         app.close()
 
 
-class Publisher(Generic[Row]):
-    """A batch of rows to Kafka, then their progress to the database, at least once.
+def publisher_producer(settings: Settings, publisher: str, **options: Any) -> NewProducer:
+    """A transactional producer for one publisher, ready to begin a transaction. Its id is
+    the same for every relay of this store and prefix: the one that takes the turn fences
+    the one before (whose open transaction is aborted), so two never publish at once."""
+    prefix, schema = settings.topic_prefix, settings.database_schema
+    transactional_id = f"{prefix}groupbuy-relay.{schema}.{publisher}"
 
-    Rows Kafka acknowledged but the database did not yet record (it failed in between) are
-    kept and recorded first on the next turn, so a database restart sends nothing again.
+    def new_producer() -> KafkaProducer:
+        producer = kafka_clients.transactional_producer(
+            settings,
+            transactional_id,
+            **({"max_request_size": EVENT_MAX_BYTES, "linger_ms": 5} | options),
+        )
+        try:
+            producer.init_transactions()
+        except BaseException:
+            close_quietly(producer)
+            raise
+        return producer
+
+    return new_producer
+
+
+class Publisher(Generic[Row]):
+    """A batch of rows to Kafka, in transactions that say how far they got, then to the
+    database: exactly once.
+
+    Kafka holds the truth: each transaction carries a progress record (relay_progress.py).
+    Whenever the publisher starts with a new producer (a start, a failure before), it first
+    records in the database the last progress Kafka committed, so neither a kill nor a
+    database failure between Kafka's commit and the database's sends anything again.
     """
 
-    def __init__(self, new_producer: NewProducer) -> None:
-        self.sender = Sender(new_producer, self._send)
-        self.unrecorded: tuple[Sequence[Row], list[tuple[Row, BaseException]]] | None = None
+    def __init__(self, new_producer: NewProducer, limits: TopicLimits, progress: ProgressLog):
+        self.sender = Sender(new_producer, limits, progress, self._messages, self._id)
+        self.progress = progress
 
     def __call__(self, conn: Connection) -> int:
-        if self.unrecorded is not None:
-            self._record_once(conn, *self.unrecorded)
+        if self.sender.producer is None:
+            self.sender.open()  # a transaction a predecessor left open is aborted
+            if (last := self.progress.last()) is not None:
+                self._record_once(conn, last)
         # Step 1. Read the rows after those recorded.
         rows = self._read(conn)
         if not rows:
             return 0
-        # Step 2. Send them, and wait for Kafka's acknowledgements.
+        # Step 2. Send them in transactions, each with its progress, and wait for the commit.
         verdicts = self.sender.publish(rows)
-        # Step 3. Park those Kafka refused, and record the progress up to the last one done.
+        # Step 3. Record the progress committed: park those Kafka refused, move past the rest.
         done = rows[: verdicts.stop]
-        parked = [(rows[i], error) for i, error in verdicts.parked()]
         if done:
-            self.unrecorded = (done, parked)
-            self._record_once(conn, done, parked)
-        for row, error in parked:
+            self._record_once(conn, verdicts.progress(done, self._id))
+        for index, error in verdicts.parked():
             log.error(
                 "%s cannot be published and is parked in %s: %s",
-                self._about(row),
+                self._about(rows[index]),
                 PARKED_TABLE,
                 describe(error),
             )
@@ -125,23 +166,26 @@ class Publisher(Generic[Row]):
             raise verdicts.error  # the rows from there on are sent again after a backoff
         return len(done)
 
-    def _record_once(
-        self, conn: Connection, done: Sequence[Row], parked: list[tuple[Row, BaseException]]
-    ) -> None:
-        with conn.transaction():
-            self._record(conn, done, parked)
-        self.unrecorded = None
+    def _record_once(self, conn: Connection, progress: Progress) -> None:
+        try:
+            with conn.transaction():
+                self._record(conn, progress)
+        except BaseException:
+            self.sender.close()  # the next turn starts from what Kafka committed
+            raise
 
     def _read(self, conn: Connection) -> Sequence[Row]:
         raise NotImplementedError
 
-    def _send(self, producer: KafkaProducer, row: Row) -> list[Future]:
+    def _id(self, row: Row) -> int:
         raise NotImplementedError
 
-    def _record(
-        self, conn: Connection, done: Sequence[Row], parked: list[tuple[Row, BaseException]]
-    ) -> None:
-        """Within the caller's transaction: park what Kafka refused, record the rest."""
+    def _messages(self, row: Row) -> list[Message]:
+        raise NotImplementedError
+
+    def _record(self, conn: Connection, progress: Progress) -> None:
+        """Within the caller's transaction: park what Kafka refused, record the rest. Done
+        again with the same progress, it changes nothing."""
         raise NotImplementedError
 
     def _about(self, row: Row) -> str:
@@ -152,18 +196,24 @@ class Publisher(Generic[Row]):
 
 
 class EventRelay(Publisher[Notification]):
-    """Publishes every stored domain event to `groupbuy.campaign-events.v1`, at least once.
+    """Publishes every stored domain event to `groupbuy.campaign-events.v1`.
 
-    It follows the notification log from the position it stored after Kafka acknowledged.
-    An event that answers an order message also goes to `groupbuy.order-results.v1` as its
-    result, so ingestion stores one row per order, not an event and an outbox row. An event
-    Kafka will never take is parked (PARKED_TABLE), and the position moves past it.
+    It follows the notification log from the position it recorded. An event that answers an
+    order message also goes to `groupbuy.order-results.v1` as its result, so ingestion
+    stores one row per order, not an event and an outbox row. An event Kafka will never
+    take is parked (PARKED_TABLE), and the position moves past it.
     """
 
     def __init__(
-        self, app: GroupBuying, new_producer: NewProducer, topic: str, results_topic: str
+        self,
+        app: GroupBuying,
+        new_producer: NewProducer,
+        limits: TopicLimits,
+        progress: ProgressLog,
+        topic: str,
+        results_topic: str,
     ) -> None:
-        super().__init__(new_producer)
+        super().__init__(new_producer, limits, progress)
         self.app = app
         self.topic = topic
         self.results_topic = results_topic
@@ -180,23 +230,28 @@ class EventRelay(Publisher[Notification]):
         ).format(tracking)
         self.park = SQL(
             "INSERT INTO {} (notification_id, originator_id, originator_version, topic, error) "
-            "VALUES (%s, %s, %s, %s, %s)"
-        ).format(Identifier(schema, PARKED_TABLE))
+            "SELECT notification_id, originator_id, originator_version, topic, %s FROM {} "
+            "WHERE notification_id = %s"
+        ).format(Identifier(schema, PARKED_TABLE), Identifier(schema, recorder.events_table_name))
+
+    def _position(self, conn: Connection) -> int:
+        row = conn.execute(self.select_position, (POSITION,)).fetchone()
+        return int(row[0]) if row else 0
 
     def _read(self, conn: Connection) -> Sequence[Notification]:
-        row = conn.execute(self.select_position, (POSITION,)).fetchone()
-        after = row[0] if row else 0
+        after = self._position(conn)
         return self.app.recorder.select_notifications(after, BATCH, inclusive_of_start=False)
 
-    def _record(
-        self,
-        conn: Connection,
-        done: Sequence[Notification],
-        parked: list[tuple[Notification, BaseException]],
-    ) -> None:
-        for notification, error in parked:
-            conn.execute(self.park, self._parked_row(notification, error))
-        conn.execute(self.store_position, {"name": POSITION, "id": done[-1].id})
+    def _id(self, notification: Notification) -> int:
+        return int(notification.id)
+
+    def _record(self, conn: Connection, progress: Progress) -> None:
+        last = max(progress.done)
+        if self._position(conn) >= last:
+            return  # recorded already
+        for notification_id, error in progress.parked:
+            conn.execute(self.park, (error, notification_id))
+        conn.execute(self.store_position, {"name": POSITION, "id": last})
 
     def _about(self, notification: Notification) -> str:
         return (
@@ -204,7 +259,7 @@ class EventRelay(Publisher[Notification]):
             f"v{notification.originator_version}) for {self.topic}"
         )
 
-    def _send(self, producer: KafkaProducer, notification: Notification) -> list[Future]:
+    def _messages(self, notification: Notification) -> list[Message]:
         event = self.app.mapper.to_domain_event(notification)
         campaign_id = self._slug(UUID(str(notification.originator_id)), event)
         headers = [
@@ -212,20 +267,11 @@ class EventRelay(Publisher[Notification]):
             ("version", str(notification.originator_version).encode()),
         ]
         key, value = campaign_id.encode(), encode(event, campaign_id)
+        messages = [Message(self.topic, key, value, headers)]
         result = event_result(self.results_topic, campaign_id, event)
-        futures = [producer.send(self.topic, key=key, value=value, headers=headers)]
         if result is not None:
-            futures.append(producer.send(result.topic, key=result.key, value=result.value))
-        return futures
-
-    def _parked_row(self, notification: Notification, error: BaseException) -> tuple[Any, ...]:
-        return (
-            notification.id,
-            notification.originator_id,
-            notification.originator_version,
-            notification.topic,
-            describe(error),
-        )
+            messages.append(Message(result.topic, result.key, result.value))
+        return messages
 
     def _slug(self, originator_id: UUID, event: object) -> str:
         """The campaign's slug: only its Opened event carries it, so remember it."""
@@ -239,14 +285,22 @@ class EventRelay(Publisher[Notification]):
 
 
 class OutboxPublisher(Publisher[OutboxRow]):
-    """Publishes outbox rows (order results, dead letters): at least once, in order.
+    """Publishes outbox rows (order results, dead letters), in order.
 
-    It sends the oldest rows, waits for Kafka's acks, then deletes them; a row Kafka will
-    never take moves to the parking table (PARKED_TABLE) in the same transaction.
+    It sends the oldest rows, then deletes them; a row Kafka will never take moves to the
+    parking table (PARKED_TABLE) in the same database transaction. Rows are named by id, not
+    by a position: a row with a smaller id may commit after one with a larger id.
     """
 
-    def __init__(self, schema: str, table: str, new_producer: NewProducer) -> None:
-        super().__init__(new_producer)
+    def __init__(
+        self,
+        schema: str,
+        table: str,
+        new_producer: NewProducer,
+        limits: TopicLimits,
+        progress: ProgressLog,
+    ) -> None:
+        super().__init__(new_producer, limits, progress)
         qualified = Identifier(schema, table)
         self.select = SQL(
             "SELECT id, topic, key, value, headers FROM {} ORDER BY id LIMIT %s"
@@ -261,29 +315,20 @@ class OutboxPublisher(Publisher[OutboxRow]):
         rows: list[OutboxRow] = conn.execute(self.select, (BATCH,)).fetchall()
         return rows
 
-    def _record(
-        self,
-        conn: Connection,
-        done: Sequence[OutboxRow],
-        parked: list[tuple[OutboxRow, BaseException]],
-    ) -> None:
-        for row, error in parked:
-            conn.execute(self.park, (describe(error), row[0]))
-        conn.execute(self.delete, ([row[0] for row in done],))
+    def _id(self, row: OutboxRow) -> int:
+        return row[0]
+
+    def _record(self, conn: Connection, progress: Progress) -> None:
+        for outbox_id, error in progress.parked:  # a row parked already is gone: no-op
+            conn.execute(self.park, (error, outbox_id))
+        conn.execute(self.delete, (progress.done,))
 
     def _about(self, row: OutboxRow) -> str:
         return f"outbox row {row[0]} for {row[1]}"
 
-    def _send(self, producer: KafkaProducer, row: OutboxRow) -> list[Future]:
+    def _messages(self, row: OutboxRow) -> list[Message]:
         _, topic, key, value, headers = row
-        return [
-            producer.send(
-                topic,
-                key=key,
-                value=value,
-                headers=outbox_headers(headers),
-            )
-        ]
+        return [Message(topic, key, value, outbox_headers(headers))]
 
 
 class Verdicts:
@@ -306,47 +351,90 @@ class Verdicts:
         """The rows to park, before `stop`; those after it are sent again next time."""
         return sorted((i, error) for i, error in self.refused.items() if i < self.stop)
 
+    def progress(self, done: Sequence[Row], row_id: Callable[[Row], int]) -> Progress:
+        """The progress of the rows `done`, the first ones."""
+        parked = [(row_id(done[i]), describe(e)) for i, e in self.parked() if i < len(done)]
+        return Progress([row_id(row) for row in done], parked)
+
 
 class Sender(Generic[Row]):
-    """Sends rows in order, each as its messages, and finds the rows Kafka will never take.
+    """Sends rows in order, in Kafka transactions that carry their progress too, and finds
+    the rows Kafka will never take.
 
-    kafka-python's idempotent producer fails every send after one the broker refused (a
-    message too large for its topic), whatever its topic: a failed send does not say which
-    row is to blame. So the producer is replaced, and the rows that failed are sent again
-    in halves, until a row that still fails has failed alone, on a fresh producer.
+    A row whose message is larger than its topic takes (asked of the brokers) is refused
+    before it is sent. Kafka may still refuse one (its topic changed since): a transaction
+    that failed is aborted whole, so its rows are sent again, in halves, each half in a
+    transaction of its own, until a row that still fails has failed alone.
     """
 
+    flush_timeout = 30.0  # seconds: a transaction not acknowledged by then has failed
+
     def __init__(
-        self, new_producer: NewProducer, send: Callable[[KafkaProducer, Row], list[Future]]
+        self,
+        new_producer: NewProducer,
+        limits: TopicLimits,
+        progress: ProgressLog,
+        messages: Callable[[Row], list[Message]],
+        row_id: Callable[[Row], int],
     ) -> None:
         self.new_producer = new_producer
-        self.send = send
+        self.limits = limits
+        self.progress = progress
+        self.messages = messages
+        self.row_id = row_id
         self.producer: KafkaProducer | None = None
+
+    def open(self) -> KafkaProducer:
+        if self.producer is None:
+            self.producer = self.new_producer()
+        return self.producer
 
     def publish(self, rows: Sequence[Row]) -> Verdicts:
         verdicts = Verdicts(len(rows))
         try:
             self._attempt(rows, range(len(rows)), verdicts)
         except BaseException:
-            self.close()  # it may be failing every send now
+            self.close()  # its transaction is aborted by the next producer's start
             raise
         return verdicts
 
     def close(self) -> None:
         if self.producer is not None:
             producer, self.producer = self.producer, None
-            producer.close(timeout=5)
+            close_quietly(producer)
 
     def _attempt(self, rows: Sequence[Row], indices: Sequence[int], verdicts: Verdicts) -> None:
-        """Send the rows at `indices` together, wait for Kafka, and sort out the failures."""
-        if self.producer is None:
-            self.producer = self.new_producer()
-        sent = self._send_each(self.producer, rows, indices, verdicts)
-        self.producer.flush()
-        failed = [(i, reason) for i, futures in sent if (reason := failure(futures)) is not None]
-        if failed:
+        """Send the rows at `indices` in one transaction; sort out the failures if it fails."""
+        indices = [index for index in indices if index < verdicts.stop]
+        if not indices:
+            return
+        producer = self.open()
+        producer.begin_transaction()
+        stop_before = verdicts.stop, verdicts.error
+        sent = self._send_each(producer, rows, indices, verdicts)
+        done = rows[: min(indices[-1] + 1, verdicts.stop)]
+        if len(done) <= indices[0]:  # stopped at its first row: nothing to commit
             self.close()
-            self._sort_out(rows, failed, verdicts, alone=len(sent) == 1)
+            return
+        reasons, hung = [], False
+        try:
+            progress = self.progress.message(verdicts.progress(done, self.row_id))
+            sent.append(self._send_message(producer, progress))
+            # kafka-python can wait for ever on a batch the broker refused among others in
+            # a transaction: the flush times out, and the halves find the row.
+            producer.flush(timeout=self.flush_timeout)
+        except KafkaTimeoutError as error:
+            reasons, hung = [error], True
+        except KafkaError as error:  # a send failed: the transaction takes no more
+            reasons.append(error)
+        reasons += [why for future in sent if (why := failure(future)) is not None]
+        if reasons:
+            # A send that failed fails those after it: the stop they gave is not theirs.
+            verdicts.stop, verdicts.error = stop_before
+            self.close()  # the next producer's start aborts the transaction
+            self._sort_out(rows, indices, reasons, verdicts, hung=hung)
+        else:
+            producer.commit_transaction()
 
     def _send_each(
         self,
@@ -354,53 +442,86 @@ class Sender(Generic[Row]):
         rows: Sequence[Row],
         indices: Sequence[int],
         verdicts: Verdicts,
-    ) -> list[tuple[int, list[Future]]]:
-        sent = []
+    ) -> list[Future]:
+        """Send each row's messages; a row refused at once is parked, and an error of no
+        row's own (Kafka away) stops the sending there."""
+        sent: list[Future] = []
         for index in indices:
-            if index >= verdicts.stop:
-                break
             try:  # free unless raised (Python 3.11): the happy path costs nothing more
-                sent.append((index, self.send(producer, rows[index])))
-            except Exception as error:  # a row that cannot be encoded, or is refused at once
-                if is_refusal(error):
-                    verdicts.park(index, error)
-                else:
+                messages = self.messages(rows[index])
+                for message in messages:
+                    self._check_size(message)
+            except Exception as error:  # a row that cannot be encoded, or is too large
+                if not is_refusal(error):
                     verdicts.stop_at(index, error)
+                    break
+                verdicts.park(index, error)
+                continue
+            before = len(sent)
+            try:
+                sent.extend(self._send_message(producer, message) for message in messages)
+            except Exception as error:  # no metadata for its topic in time, ...
+                # A row half sent cannot be taken back: then the transaction stops whole.
+                verdicts.stop_at(index if len(sent) == before else indices[0], error)
+                break
         return sent
+
+    def _check_size(self, message: Message) -> None:
+        limit = self.limits.of(message.topic)
+        if message.size() > limit:
+            raise MessageSizeTooLargeError(
+                f"a message of {message.size()} bytes for {message.topic}, "
+                f"which takes {limit} bytes (max.message.bytes)"
+            )
+
+    @staticmethod
+    def _send_message(producer: KafkaProducer, message: Message) -> Future:
+        return producer.send(
+            message.topic,
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            partition=message.partition,
+        )
 
     def _sort_out(
         self,
         rows: Sequence[Row],
-        failed: list[tuple[int, BaseException]],
+        indices: list[int],
+        reasons: list[BaseException],
         verdicts: Verdicts,
         *,
-        alone: bool,
+        hung: bool,
     ) -> None:
-        """A row whose send failed alone is refused, or stops the publishing there; rows that
-        failed together are sent again, in halves."""
-        suspects = []
-        for index, reason in failed:
-            if alone and isinstance(reason, REFUSALS):
-                verdicts.park(index, reason)
-            elif alone or is_retriable(reason):
-                verdicts.stop_at(index, reason)
-            else:
-                suspects.append(index)
-        half = (len(suspects) + 1) // 2
-        for part in (suspects[:half], suspects[half:]):
-            if part:
+        """A transaction that failed is aborted whole. A row that failed alone is refused,
+        or stops the publishing there, as does Kafka away; else the halves are sent again."""
+        refusals = [reason for reason in reasons if isinstance(reason, REFUSALS)]
+        retriable = not hung and not refusals and all(map(is_retriable, reasons))
+        if len(indices) == 1 and refusals:
+            verdicts.park(indices[0], refusals[0])
+        elif len(indices) == 1 or retriable:
+            verdicts.stop_at(indices[0], reasons[0])
+        else:
+            half = (len(indices) + 1) // 2
+            for part in (indices[:half], indices[half:]):
                 self._attempt(rows, part, verdicts)
 
 
-def failure(futures: list[Future]) -> BaseException | None:
-    """Why one of a row's sends failed, after a flush; None if Kafka acknowledged them all."""
-    for future in futures:
-        if future.exception is not None:
-            return cast(BaseException, future.exception)
-        if not future.is_done:
-            unanswered: BaseException = KafkaTimeoutError("no acknowledgement after a flush")
-            return unanswered
+def failure(future: Future) -> BaseException | None:
+    """Why a send failed, after a flush; None if Kafka acknowledged it."""
+    if future.exception is not None:
+        return cast(BaseException, future.exception)
+    if not future.is_done:
+        unanswered: BaseException = KafkaTimeoutError("no acknowledgement after a flush")
+        return unanswered
     return None
+
+
+def close_quietly(producer: KafkaProducer) -> None:
+    """Close a producer that may be failing: what it still holds is abandoned, and a
+    transaction it left open is aborted by the next producer with its id."""
+    with suppress(Exception):
+        producer.close(timeout=5, null_logger=True)
 
 
 def is_refusal(error: BaseException) -> bool:

@@ -6,7 +6,6 @@ import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import psycopg
@@ -21,7 +20,14 @@ from domain.outcomes import Order
 from infra.adapters import kafka_clients
 from infra.adapters.app import OUTBOX_TABLE, open_app, recorder_of
 from infra.adapters.topics import DEAD_LETTER_MAX_BYTES, EVENT_MAX_BYTES, MiB, Topics
-from infra.services.relay import PARKED_TABLE, OutboxPublisher, create_parking, run_relay
+from infra.services.relay import (
+    PARKED_TABLE,
+    OutboxPublisher,
+    create_parking,
+    publisher_producer,
+    run_relay,
+)
+from infra.services.relay_progress import ProgressLog, TopicLimits
 from infra.settings import Settings
 from tests.support.builders import campaign
 from tests.support.kafka_io import read_until, wait_for
@@ -180,15 +186,21 @@ def test_a_row_kafka_cannot_take_yet_stops_the_outbox_there_and_what_went_before
 ) -> None:
     topics = Topics(settings.topic_prefix)
     not_yet = f"{settings.topic_prefix}groupbuy.not-yet.v1"  # no such topic, for now
-    kafka_clients.ensure_topics(settings, [topics.order_results])
+    kafka_clients.ensure_topics(settings, [topics.order_results, topics.relay_progress])
     store = Store(settings)
     create_parking(store.app)
     for n in range(10):
         topic = not_yet if n == 5 else topics.order_results
         store.insert_outbox(topic, f"site-{n}".encode(), f"result-{n}".encode())
     # The relay's producer, but one that waits a second, not a minute, for a topic's metadata.
-    new_producer = partial(kafka_clients.producer, settings, max_block_ms=1000)
-    publisher = OutboxPublisher(settings.database_schema, OUTBOX_TABLE, new_producer)
+    new_producer = publisher_producer(settings, "outbox", max_block_ms=1000)
+    publisher = OutboxPublisher(
+        settings.database_schema,
+        OUTBOX_TABLE,
+        new_producer,
+        TopicLimits(settings),
+        ProgressLog(settings, "outbox"),
+    )
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         with pytest.raises(KafkaTimeoutError):
