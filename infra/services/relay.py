@@ -246,7 +246,7 @@ class EventRelay(Publisher[Notification]):
         return int(notification.id)
 
     def _record(self, conn: Connection, progress: Progress) -> None:
-        last = max(progress.done)
+        last = max(progress.done, default=0)
         if self._position(conn) >= last:
             return  # recorded already
         for notification_id, error in progress.parked:

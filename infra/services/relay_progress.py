@@ -65,11 +65,12 @@ class Progress:
 
 
 class ProgressLog:
-    """One publisher's partition of the relay's progress topic."""
+    """One publisher's partition of the relay's progress topic. Its records are keyed by
+    the event store's schema too: relays of two stores may share a topic prefix."""
 
     def __init__(self, settings: Settings, publisher: str) -> None:
         self.settings = settings
-        self.key = publisher.encode()
+        self.key = f"{settings.database_schema}.{publisher}".encode()
         topic = Topics(settings.topic_prefix).relay_progress
         self.partition = TopicPartition(topic, PARTITIONS[publisher])
 

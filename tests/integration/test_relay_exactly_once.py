@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,3 +201,25 @@ def test_a_row_its_topic_stopped_taking_since_is_parked_and_the_rest_go_once(
     ((length, error),) = parked_rows
     assert length == 5000
     assert "MessageSizeTooLargeError" in error
+
+
+def test_each_store_reads_its_own_progress_back(settings: Settings) -> None:
+    topics = Topics(settings.topic_prefix)
+    kafka_clients.ensure_topics(settings, [topics.relay_progress])
+    other_store = replace(settings, database_schema=settings.database_schema + "_other")
+    ours, theirs = ProgressLog(settings, "outbox"), ProgressLog(other_store, "outbox")
+    nothing_yet = ours.last()
+    producer = publisher_producer(settings, "outbox")()
+    for log, progress in [
+        (ours, Progress([1, 2, 3], [(2, "too large")])),
+        (theirs, Progress([7], [])),
+    ]:
+        producer.begin_transaction()
+        message = log.message(progress)
+        producer.send(message.topic, key=message.key, value=message.value, partition=1)
+        producer.commit_transaction()
+    producer.close()
+
+    assert nothing_yet is None
+    assert ours.last() == Progress([1, 2, 3], [(2, "too large")])
+    assert theirs.last() == Progress([7], [])
