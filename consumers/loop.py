@@ -69,6 +69,10 @@ class RecordStuckError(RuntimeError):
         self.record = record
 
 
+class RecordsLostError(RuntimeError):
+    """Records the stored position says are still to apply are gone from their partition."""
+
+
 class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     """Poll, process, save; on assignment or any failure, go back to the stored positions.
 
@@ -93,6 +97,10 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.max_records = max_records
         self.commit: Commit = commit or consumer.commit_async
         self.positions: dict[str, int | None] = {}
+        # Where a partition is read from when that is not after its stored position: its
+        # topic was made again, so the offsets began again (see `_seek_to_stored`).
+        self.floors: dict[str, int] = {}
+        self.lost: RecordsLostError | None = None  # found while assigned: raised at the poll
         self.failures = 0  # dependency failures since the last batch saved
         self.conflicts = 0  # position conflicts since the last batch saved
         self.parked_in_a_row = 0
@@ -108,6 +116,8 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         """One batch: the number of records applied (0 if none came, or after a failure).
 
         While pausing after a failure it waits at most `timeout_ms`, and returns 0."""
+        if self.lost is not None:
+            raise self.lost
         if not self._ready(timeout_ms):
             return 0
         try:
@@ -142,7 +152,8 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             name = position_name(partition.topic, partition.partition)
             stored = self.positions.get(name)
             # Anything at or before a stored position was applied already (a late seek, a retry).
-            fresh = [self._record(r) for r in batch if stored is None or r.offset > stored]
+            floor = self.floors.get(name, stored)
+            fresh = [self._record(r) for r in batch if floor is None or r.offset > floor]
             if fresh:
                 records += fresh
                 expected[name] = stored
@@ -273,7 +284,9 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _moved_to(self, last: dict[TopicPartition, int]) -> None:
         for partition, offset in last.items():
-            self.positions[position_name(partition.topic, partition.partition)] = offset
+            name = position_name(partition.topic, partition.partition)
+            self.positions[name] = offset
+            self.floors.pop(name, None)
         # Kafka's committed offsets only show lag; the database holds the real positions.
         self.commit(
             {partition: OffsetAndMetadata(offset + 1, "", -1) for partition, offset in last.items()}
@@ -286,13 +299,47 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", ", ".join(f"{p.topic}:{p.partition}" for p in assigned) or "none")
         stored = self.sink.stored_positions([position_name(p.topic, p.partition) for p in assigned])
+        known = [p for p in assigned if stored[position_name(p.topic, p.partition)] is not None]
+        begins = self.consumer.beginning_offsets(known) if known else {}
+        ends = self.consumer.end_offsets(known) if known else {}
         for partition in assigned:
-            position = stored[position_name(partition.topic, partition.partition)]
-            self.positions[position_name(partition.topic, partition.partition)] = position
+            name = position_name(partition.topic, partition.partition)
+            position = stored[name]
+            self.positions[name] = position
+            self.floors.pop(name, None)
             if position is None:
                 self.consumer.seek_to_beginning(partition)
             else:
-                self.consumer.seek(partition, position + 1)
+                self._seek_to_stored(partition, position, begins[partition], ends[partition])
+
+    def _seek_to_stored(
+        self, partition: TopicPartition, position: int, begin: int, end: int
+    ) -> None:
+        """Seek after `position`, unless records after it are gone: a topic made again (its
+        offsets begin again, below the position) or records deleted by retention before
+        they were read. A sink that sets records aside (ingestion) logs the loss as an error
+        and reads on from what there is; any other (the read models) stops, naming it."""
+        where = f"{partition.topic}:{partition.partition}"
+        if end <= position:
+            lost = (
+                f"{where} ends at offset {end}, at or before the position {position} already "
+                "applied: the topic was deleted and made again, or truncated"
+            )
+            self.floors[position_name(partition.topic, partition.partition)] = begin - 1
+        elif begin > position + 1:
+            lost = (
+                f"{where} starts at offset {begin}: the records at offsets {position + 1} to "
+                f"{begin - 1} were deleted (retention) before they were applied"
+            )
+        else:
+            self.consumer.seek(partition, position + 1)
+            return
+        if not isinstance(self.sink, DeadLetterSink):
+            self.lost = RecordsLostError(f"{lost}: stopping here rather than skip them")
+            log.error("%s", self.lost)
+            return
+        log.error("%s; they get no answer, and reading goes on from offset %d", lost, begin)
+        self.consumer.seek(partition, begin)
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for partition in revoked:

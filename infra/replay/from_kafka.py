@@ -32,7 +32,6 @@ def rebuild_from_kafka(
     consumer = kafka_clients.reader(
         settings,
         enable_auto_commit=False,
-        isolation_level="read_committed",
         max_poll_records=5000,
         fetch_max_bytes=16 * 1024 * 1024,
     )

@@ -485,11 +485,11 @@ def run_clock(settings: Settings, stop: threading.Event, now: Now = host_now) ->
     with ExitStack() as cleanup:
         app = open_app(settings)
         cleanup.callback(app.close)
-        offsets = kafka_clients.reader(settings)
+        # An open transaction's records count: it may still commit timely orders.
+        offsets = kafka_clients.reader(settings, isolation_level="read_uncommitted")
         cleanup.callback(offsets.close)
         reader = kafka_clients.reader(
             settings,
-            isolation_level="read_committed",
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
         )

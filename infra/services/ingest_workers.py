@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
 
 from consumers.batch import position_name
 from consumers.ingest import IngestSink
@@ -282,7 +283,7 @@ def _seek_to_stored(loop: TrackedLoop, partitions: list[TopicPartition]) -> list
     (the worker then reads nothing from them, and tries again after RETRY_PAUSE)."""
     try:
         loop.on_partitions_assigned(partitions)
-    except (PersistenceError, psycopg.Error) as error:
+    except (PersistenceError, psycopg.Error, KafkaError) as error:
         log.warning("cannot read the stored positions (%s); again in %.0f s", error, RETRY_PAUSE)
         return partitions
     return []

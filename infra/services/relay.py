@@ -136,7 +136,9 @@ class Publisher(Generic[Row]):
     database failure between Kafka's commit and the database's sends anything again.
     """
 
-    def __init__(self, new_producer: NewProducer, limits: TopicLimits, progress: ProgressLog):
+    def __init__(
+        self, new_producer: NewProducer, limits: TopicLimits, progress: ProgressLog
+    ) -> None:
         self.sender = Sender(new_producer, limits, progress, self._messages, self._id)
         self.progress = progress
 

@@ -293,11 +293,9 @@ class Tails:
 
     @classmethod
     def at_end(cls, settings: Settings, topics: Topics, supplier_topic: str) -> Tails:
-        consumer = kafka_clients.reader(
-            settings,
-            # settle writes in Kafka transactions: see only what it committed, once.
-            isolation_level="read_committed",
-        )
+        # settle and the relay write in Kafka transactions: the reader sees what they
+        # committed, once.
+        consumer = kafka_clients.reader(settings)
         names = [topics.order_results, topics.orders_dlq, topics.buyer_settlements, supplier_topic]
         partitions = [
             TopicPartition(name, p)
