@@ -98,7 +98,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.commit: Commit = commit or consumer.commit_async
         self.positions: dict[str, int | None] = {}
         # Where a partition is read from when that is not after its stored position: its
-        # topic was made again, so the offsets began again (see `_seek_to_stored`).
+        # topic was made again, so the offsets began again (see `_seek_past`).
         self.floors: dict[str, int] = {}
         self.lost: RecordsLostError | None = None  # found while assigned: raised at the poll
         self.failures = 0  # dependency failures since the last batch saved
@@ -310,11 +310,9 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             if position is None:
                 self.consumer.seek_to_beginning(partition)
             else:
-                self._seek_to_stored(partition, position, begins[partition], ends[partition])
+                self._seek_past(partition, position, begins[partition], ends[partition])
 
-    def _seek_to_stored(
-        self, partition: TopicPartition, position: int, begin: int, end: int
-    ) -> None:
+    def _seek_past(self, partition: TopicPartition, position: int, begin: int, end: int) -> None:
         """Seek after `position`, unless records after it are gone: a topic made again (its
         offsets begin again, below the position) or records deleted by retention before
         they were read. A sink that sets records aside (ingestion) logs the loss as an error

@@ -42,8 +42,8 @@ def producer(settings: Settings, **options: Any) -> KafkaProducer:
 def transactional_producer(
     settings: Settings, transactional_id: str, **options: Any
 ) -> KafkaProducer:
-    """A producer whose sends and consumer offsets commit together, or not at all. Settle's:
-    its largest message is a purchase order."""
+    """A producer whose sends (and consumer offsets, for settle) commit together, or not at
+    all: settle's and the relay's. By default its largest message is a purchase order."""
     defaults = {"acks": "all", "max_request_size": SETTLEMENT_MAX_BYTES}
     return KafkaProducer(
         **connection(settings), transactional_id=transactional_id, **(defaults | options)
