@@ -217,6 +217,13 @@ class FakeConsumer:
     def seek_to_beginning(self, partition: TopicPartition) -> None:
         self.seeks[partition] = 0
 
+    # A partition that still holds every offset the tests use: nothing was lost from it.
+    def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 10**9)
+
     def commit_async(self, offsets: dict[TopicPartition, Any]) -> None:
         self.committed |= {partition: meta.offset for partition, meta in offsets.items()}
 
