@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -48,12 +50,118 @@ class ConfigurationError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How groupbuy's own clients prove who they are to the brokers, and check the brokers'
+    certificates (docs/contract.md, "Configuration"). The password is never shown: not in
+    this object's repr, not in an error."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
+    ca_file: str | None = None
+
+    @classmethod
+    def from_env(cls) -> KafkaSecurity:
+        env = os.environ.get
+        password_file = env("GROUPBUY_KAFKA_PASSWORD_FILE") or None
+        if password_file and env("GROUPBUY_KAFKA_PASSWORD"):
+            raise ConfigurationError(
+                "set GROUPBUY_KAFKA_PASSWORD or GROUPBUY_KAFKA_PASSWORD_FILE, not both"
+            )
+        security = cls(
+            protocol=(env("GROUPBUY_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
+            mechanism=(env("GROUPBUY_KAFKA_SASL_MECHANISM") or "").upper() or None,
+            username=env("GROUPBUY_KAFKA_USERNAME") or None,
+            password=_read_secret(password_file)
+            if password_file
+            else env("GROUPBUY_KAFKA_PASSWORD"),
+            password_file=password_file,
+            ca_file=env("GROUPBUY_KAFKA_CA_FILE") or None,
+        )
+        security.check()
+        return security
+
+    def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigurationError(
+                f"GROUPBUY_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(PROTOCOLS)}, "
+                f"got {self.protocol!r}"
+            )
+        if self.protocol.startswith("SASL_"):
+            if self.mechanism not in MECHANISMS:
+                raise ConfigurationError(
+                    f"GROUPBUY_KAFKA_SASL_MECHANISM must be one of {', '.join(MECHANISMS)} "
+                    f"with {self.protocol}, got {self.mechanism!r}"
+                )
+            if not self.username or not self.password:
+                raise ConfigurationError(
+                    f"{self.protocol} needs GROUPBUY_KAFKA_USERNAME and GROUPBUY_KAFKA_PASSWORD "
+                    "(or GROUPBUY_KAFKA_PASSWORD_FILE)"
+                )
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ConfigurationError(f"GROUPBUY_KAFKA_CA_FILE names no file: {self.ca_file!r}")
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python's options for these settings."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL_"):
+            options |= {
+                "sasl_mechanism": self.mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        if self.protocol.endswith("SSL"):
+            options["ssl_check_hostname"] = True
+            if self.ca_file:
+                options["ssl_cafile"] = self.ca_file
+        return options
+
+    def as_env(self) -> dict[str, str]:
+        """The GROUPBUY_KAFKA_* variables a child process reads these settings from: the
+        password's file when it came from one."""
+        values = {
+            "GROUPBUY_KAFKA_SECURITY_PROTOCOL": self.protocol,
+            "GROUPBUY_KAFKA_SASL_MECHANISM": self.mechanism,
+            "GROUPBUY_KAFKA_USERNAME": self.username,
+            "GROUPBUY_KAFKA_CA_FILE": self.ca_file,
+        }
+        if self.password_file:
+            values["GROUPBUY_KAFKA_PASSWORD_FILE"] = self.password_file
+        else:
+            values["GROUPBUY_KAFKA_PASSWORD"] = self.password
+        return {name: value for name, value in values.items() if value}
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot read GROUPBUY_KAFKA_PASSWORD_FILE {path!r}: {error.strerror}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
+    database_url: str = field(repr=False)  # it may hold a password: see __repr__
     kafka_bootstrap: str
     topic_prefix: str = ""
     database_schema: str = "public"
+    kafka_security: KafkaSecurity = KafkaSecurity()
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(database_url={redacted(self.database_url)!r}, "
+            f"kafka_bootstrap={self.kafka_bootstrap!r}, topic_prefix={self.topic_prefix!r}, "
+            f"database_schema={self.database_schema!r}, kafka_security={self.kafka_security!r})"
+        )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,6 +173,7 @@ class Settings:
             topic_prefix=os.environ.get("GROUPBUY_TOPIC_PREFIX", ""),
             # Lets several installations (or test runs) share one database.
             database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
+            kafka_security=KafkaSecurity.from_env(),
         )
         database_parameters(settings.database_url)  # a malformed URL is named before any use
         return settings
@@ -81,7 +190,7 @@ class Settings:
             "GROUPBUY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "GROUPBUY_TOPIC_PREFIX": self.topic_prefix,
             "GROUPBUY_DATABASE_SCHEMA": self.database_schema,
-        }
+        } | self.kafka_security.as_env()
 
 
 def postgres_conninfo(database_url: str) -> str:

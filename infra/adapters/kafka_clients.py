@@ -25,8 +25,10 @@ TOPIC_ALREADY_EXISTS = 36  # Kafka's error code; another process created it firs
 
 
 def connection(settings: Settings) -> dict[str, Any]:
-    """What every client needs to reach the brokers."""
-    return {"bootstrap_servers": settings.kafka_bootstrap}
+    """What every client needs to reach the brokers, and to prove who it is to them."""
+    return {"bootstrap_servers": settings.kafka_bootstrap} | (
+        settings.kafka_security.client_options()
+    )
 
 
 def admin(settings: Settings) -> KafkaAdminClient:

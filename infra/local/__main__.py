@@ -9,18 +9,24 @@ import sys
 from infra.local.common import LauncherError
 from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
+from infra.local.secure_kafka import LocalSecureKafka
 
 KAFKA_VAR, DATABASE_VAR = "GROUPBUY_KAFKA_BOOTSTRAP", "GROUPBUY_DATABASE_URL"
 
 
 def up() -> None:
-    """Start what is not configured; print `export` lines for `eval "$(make -s up)"`."""
+    """Start what is not configured; print `export` lines for `eval "$(make -s up)"`. With
+    GROUPBUY_SECURE=1, the broker is the secured one, and the exports say how to reach it."""
     values = {KAFKA_VAR: os.environ.get(KAFKA_VAR), DATABASE_VAR: os.environ.get(DATABASE_VAR)}
     if not values[DATABASE_VAR]:
         postgres = LocalPostgres.from_env()
         log(postgres.start())
         values[DATABASE_VAR] = postgres.url
-    if not values[KAFKA_VAR]:
+    if not values[KAFKA_VAR] and secure():
+        secured = LocalSecureKafka.from_env()
+        log(secured.start())
+        values |= secured.exports()
+    elif not values[KAFKA_VAR]:
         kafka = LocalKafka.from_env()
         log(kafka.start())
         values[KAFKA_VAR] = kafka.bootstrap
@@ -31,15 +37,26 @@ def up() -> None:
 def down() -> None:
     for name, service in (
         ("Kafka", LocalKafka.from_env()),
+        ("the secured Kafka", LocalSecureKafka.from_env()),
         ("PostgreSQL", LocalPostgres.from_env()),
     ):
-        log(f"{name} stopped" if service.stop() else f"{name} was not running")
+        if service.stop():
+            log(f"{name} stopped")
+        elif not isinstance(service, LocalSecureKafka):
+            log(f"{name} was not running")
 
 
 def status() -> None:
     kafka, postgres = LocalKafka.from_env(), LocalPostgres.from_env()
     log(f"Kafka at {kafka.bootstrap}: {'running' if kafka.is_running() else 'stopped'}")
+    secured = LocalSecureKafka.from_env()
+    if secured.is_running():
+        log(f"the secured Kafka (SASL_SSL) at {secured.bootstrap}: running")
     log(f"PostgreSQL at {postgres.url}: {'running' if postgres.is_running() else 'stopped'}")
+
+
+def secure() -> bool:
+    return os.environ.get("GROUPBUY_SECURE", "") not in ("", "0")
 
 
 def log(line: str) -> None:

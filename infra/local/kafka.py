@@ -108,23 +108,33 @@ class LocalKafka:
         return stop_pid(self.pid_file)
 
     def _write_config(self) -> Path:
-        settings = BROKER_SETTINGS | {
+        config = self.home / "server.properties"
+        config.touch(mode=0o600)  # a secured broker's holds its secrets
+        config.write_text("".join(f"{k}={v}\n" for k, v in self._broker_settings().items()))
+        log4j = self.home / "log4j2.properties"
+        log4j.write_text(LOG4J_CONFIG)
+        return config
+
+    def _broker_settings(self) -> dict[str, str]:
+        return BROKER_SETTINGS | {
             "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{LOOPBACK}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
             "controller.quorum.voters": f"1@{LOOPBACK}:{self.controller_port}",
             "log.dirs": str(self.home / "data"),
         }
-        config = self.home / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-        log4j = self.home / "log4j2.properties"
-        log4j.write_text(LOG4J_CONFIG)
-        return config
 
     def _format(self, libs: Path, config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         command = [*java_command(libs, self.home), "kafka.tools.StorageTool", "format"]
         command += ["--cluster-id", cluster_id, "--config", str(config)]
-        run(command, "formatting Kafka's storage", timeout=120, log=self.log_file)
+        secret = self._format_secrets()
+        # A command that carries a secret is not written to the log.
+        log = None if secret else self.log_file
+        run([*command, *secret], "formatting Kafka's storage", timeout=120, log=log)
+
+    def _format_secrets(self) -> list[str]:
+        """Arguments of the storage format that carry secrets (a secured broker's users)."""
+        return []
 
     def _launch(self, libs: Path, config: Path) -> None:
         with self.log_file.open("ab") as log:

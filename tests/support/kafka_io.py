@@ -15,9 +15,17 @@ from kafka.record.memory_records import MemoryRecordsBuilder
 from infra.settings import Settings
 
 
+def site_client(settings: Settings) -> dict[str, Any]:
+    """How a site's own client (not groupbuy's factory) reaches the brokers: with the
+    credentials in `settings`, when they are secured."""
+    return {"bootstrap_servers": settings.kafka_bootstrap} | (
+        settings.kafka_security.client_options()
+    )
+
+
 def publish(settings: Settings, topic: str, messages: Iterable[dict[str, Any] | bytes]) -> int:
     """Send JSON objects (or raw bytes) keyed by their campaign_id; the count sent."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(**site_client(settings), acks="all", linger_ms=5)
     sent = 0
     for message in messages:
         if isinstance(message, bytes):
@@ -40,7 +48,7 @@ def read_until(
     """Every record of `topic` from the start, read until `done(records)` or the timeout."""
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **site_client(settings),
         group_id=None,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
