@@ -10,6 +10,7 @@ from infra.local.common import LauncherError
 from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
 from infra.local.secure_kafka import LocalSecureKafka
+from infra.local.secure_postgres import LocalSecurePostgres
 
 KAFKA_VAR, DATABASE_VAR = "GROUPBUY_KAFKA_BOOTSTRAP", "GROUPBUY_DATABASE_URL"
 
@@ -19,7 +20,7 @@ def up() -> None:
     GROUPBUY_SECURE=1, the broker is the secured one, and the exports say how to reach it."""
     values = {KAFKA_VAR: os.environ.get(KAFKA_VAR), DATABASE_VAR: os.environ.get(DATABASE_VAR)}
     if not values[DATABASE_VAR]:
-        postgres = LocalPostgres.from_env()
+        postgres = LocalSecurePostgres.from_env() if secure() else LocalPostgres.from_env()
         log(postgres.start())
         values[DATABASE_VAR] = postgres.url
     if not values[KAFKA_VAR] and secure():
@@ -39,10 +40,11 @@ def down() -> None:
         ("Kafka", LocalKafka.from_env()),
         ("the secured Kafka", LocalSecureKafka.from_env()),
         ("PostgreSQL", LocalPostgres.from_env()),
+        ("the PostgreSQL with TLS", LocalSecurePostgres.from_env()),
     ):
         if service.stop():
             log(f"{name} stopped")
-        elif not isinstance(service, LocalSecureKafka):
+        elif not isinstance(service, LocalSecureKafka | LocalSecurePostgres):
             log(f"{name} was not running")
 
 
@@ -52,6 +54,9 @@ def status() -> None:
     secured = LocalSecureKafka.from_env()
     if secured.is_running():
         log(f"the secured Kafka (SASL_SSL) at {secured.bootstrap}: running")
+    tls = LocalSecurePostgres.from_env()
+    if tls.is_running():
+        log(f"the PostgreSQL with TLS at {tls.url}: running")
     log(f"PostgreSQL at {postgres.url}: {'running' if postgres.is_running() else 'stopped'}")
 
 

@@ -18,6 +18,7 @@ from infra.local.kafka import LocalKafka, java_binary
 ADMIN = "admin"  # groupbuy's services: a super-user
 MECHANISM = "SCRAM-SHA-512"
 CERTIFICATE_DAYS = "825"
+NAMES = "SAN=IP:127.0.0.1,DNS:localhost"  # what the local services' certificates are for
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class LocalSecureKafka(LocalKafka):
     @property
     def ca_file(self) -> Path:
         """The CA that signed the broker's certificate, in PEM: what clients verify with."""
-        return self.home / "tls" / "ca.pem"
+        return LocalCA.from_env().pem
 
     @property
     def password_file(self) -> Path:
@@ -54,11 +55,13 @@ class LocalSecureKafka(LocalKafka):
     def _broker_settings(self) -> dict[str, str]:
         tls = self.home / "tls"
         tls.mkdir(exist_ok=True)
+        ca = LocalCA.from_env()
+        ca.ensure()
         store_password = secret(self.home / "keystore.password")
         admin_password = secret(self.password_file)
         keystore = tls / "broker.p12"
-        if not (tls / "truststore.p12").exists() or not self.ca_file.exists():
-            make_certificates(tls, self.home / "keystore.password")
+        if not (tls / "truststore.p12").exists() or ca.newer_than(keystore):
+            make_broker_certificate(ca, tls, self.home / "keystore.password")
         jaas = "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"
         return super()._broker_settings() | {
             "listeners": f"SASL_SSL://{self.bootstrap},CONTROLLER://{LOOPBACK}:{self.controller_port}",
@@ -97,38 +100,84 @@ def secret(path: Path) -> str:
     return path.read_text()
 
 
-def make_certificates(tls: Path, store_password_file: Path) -> None:
-    """A CA, and a certificate it signs for the broker at 127.0.0.1 and localhost, with the
-    JDK's keytool: ca.pem for the clients, broker.p12 for the broker."""
-    keytool = str(Path(java_binary()).with_name("keytool"))
+class LocalCA:
+    """The local certificate authority of the secured services, made at the first start with
+    the JDK's keytool: `ca.p12` (its key, for signing) and `ca.pem` (what clients trust)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.keystore = home / "ca.p12"
+        self.pem = home / "ca.pem"
+        self.password_file = home / "ca.password"
+
+    @classmethod
+    def from_env(cls) -> LocalCA:
+        return cls(state_dir() / "ca")
+
+    def ensure(self) -> None:
+        if self.keystore.exists() and self.pem.exists():
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)
+        secret(self.password_file)
+        for stale in (self.keystore, self.pem):
+            stale.unlink(missing_ok=True)
+        keytool(
+            "-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048",
+            "-dname", "CN=groupbuy local CA", "-ext", "bc:c", "-validity", CERTIFICATE_DAYS,
+            "-keystore", str(self.keystore), "-storetype", "PKCS12", *self.password(),
+        )  # fmt: skip
+        keytool(
+            "-exportcert", "-rfc", "-alias", "ca", "-keystore", str(self.keystore),
+            *self.password(), "-file", str(self.pem),
+        )  # fmt: skip
+        if not self.pem.exists():
+            raise LauncherError(f"keytool made no CA certificate in {self.home}")
+
+    def password(self) -> list[str]:
+        return ["-storepass:file", str(self.password_file)]
+
+    def newer_than(self, path: Path) -> bool:
+        """Whether `path` is missing, or older than this CA (so not signed by it)."""
+        return not path.exists() or path.stat().st_mtime < self.pem.stat().st_mtime
+
+    def sign(self, request: Path, certificate: Path) -> None:
+        """Sign the certificate request `request` for 127.0.0.1 and localhost, in PEM."""
+        keytool(
+            "-gencert", "-alias", "ca", "-keystore", str(self.keystore), *self.password(),
+            "-rfc", "-ext", NAMES, "-validity", CERTIFICATE_DAYS,
+            "-infile", str(request), "-outfile", str(certificate),
+        )  # fmt: skip
+
+
+def keytool(*arguments: str) -> None:
+    tool = str(Path(java_binary()).with_name("keytool"))
+    run([tool, *arguments], f"keytool {arguments[0]}", timeout=60)
+
+
+def make_broker_certificate(ca: LocalCA, tls: Path, store_password_file: Path) -> None:
+    """The broker's key and a certificate the CA signs (broker.p12), and a truststore of the
+    CA for the broker as its own client (truststore.p12)."""
     password = ["-storepass:file", str(store_password_file)]
-    names = "SAN=IP:127.0.0.1,DNS:localhost"
-    ca, broker = tls / "ca.p12", tls / "broker.p12"
-    for stale in (ca, broker, tls / "truststore.p12"):
+    broker, trust = tls / "broker.p12", tls / "truststore.p12"
+    for stale in (broker, trust):
         stale.unlink(missing_ok=True)
-    steps = [
-        ["-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048",
-         "-dname", "CN=groupbuy local CA", "-ext", "bc:c", "-validity", CERTIFICATE_DAYS,
-         "-keystore", str(ca), "-storetype", "PKCS12", *password],
-        ["-exportcert", "-rfc", "-alias", "ca", "-keystore", str(ca), *password,
-         "-file", str(tls / "ca.pem")],
-        ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
-         "-dname", "CN=127.0.0.1", "-ext", names, "-validity", CERTIFICATE_DAYS,
-         "-keystore", str(broker), "-storetype", "PKCS12", *password],
-        ["-certreq", "-alias", "broker", "-keystore", str(broker), *password,
-         "-file", str(tls / "broker.csr")],
-        ["-gencert", "-alias", "ca", "-keystore", str(ca), *password, "-rfc",
-         "-ext", names, "-validity", CERTIFICATE_DAYS,
-         "-infile", str(tls / "broker.csr"), "-outfile", str(tls / "broker.pem")],
-        ["-importcert", "-noprompt", "-alias", "ca", "-file", str(tls / "ca.pem"),
-         "-keystore", str(broker), *password],
-        ["-importcert", "-alias", "broker", "-file", str(tls / "broker.pem"),
-         "-keystore", str(broker), *password],
-        # What the broker trusts as a client of itself (between its listeners): the CA.
-        ["-importcert", "-noprompt", "-alias", "ca", "-file", str(tls / "ca.pem"),
-         "-keystore", str(tls / "truststore.p12"), "-storetype", "PKCS12", *password],
-    ]  # fmt: skip
-    for step in steps:
-        run([keytool, *step], f"keytool {step[0]}", timeout=60)
-    if not (tls / "ca.pem").exists():
-        raise LauncherError(f"keytool made no CA certificate in {tls}")
+    keytool(
+        "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+        "-dname", "CN=127.0.0.1", "-ext", NAMES, "-validity", CERTIFICATE_DAYS,
+        "-keystore", str(broker), "-storetype", "PKCS12", *password,
+    )  # fmt: skip
+    keytool(
+        "-certreq", "-alias", "broker", "-keystore", str(broker), *password,
+        "-file", str(tls / "broker.csr"),
+    )  # fmt: skip
+    ca.sign(tls / "broker.csr", tls / "broker.pem")
+    for alias, keystore, certificate in [
+        ("ca", broker, ca.pem),
+        ("broker", broker, tls / "broker.pem"),
+        ("ca", trust, ca.pem),
+    ]:
+        keytool(
+            "-importcert", "-noprompt", "-alias", alias, "-file", str(certificate),
+            "-keystore", str(keystore), "-storetype", "PKCS12", *password,
+        )  # fmt: skip
