@@ -67,6 +67,23 @@ class Topics:
         publisher is all that is ever read."""
         return self.prefix + "groupbuy.relay-progress.v1"
 
+    def site_orders(self, site_id: str) -> str:
+        """Site `site_id`'s own orders topic (docs/contract.md, "Tenants")."""
+        return f"{self.prefix}groupbuy.orders.{site_id}.v1"
+
+    def site_results(self, site_id: str) -> str:
+        return f"{self.prefix}groupbuy.order-results.{site_id}.v1"
+
+    def site_buyer_settlements(self, site_id: str) -> str:
+        return f"{self.prefix}groupbuy.buyer-settlements.{site_id}.v1"
+
+    def site_topics(self, site_id: str) -> list[str]:
+        return [
+            self.site_orders(site_id),
+            self.site_results(site_id),
+            self.site_buyer_settlements(site_id),
+        ]
+
     def settlements(self, supplier_id: str) -> str:
         return f"{self.prefix}groupbuy.settlements.{supplier_id}.v1"
 
@@ -85,6 +102,8 @@ class Topics:
         if name.startswith(f"{self.prefix}groupbuy.settlements."):
             return SETTLEMENT_MAX_BYTES
         limits = {self.orders: ORDER_MAX_BYTES, self.orders_dlq: DEAD_LETTER_MAX_BYTES}
+        if self.is_site_orders(name):
+            return ORDER_MAX_BYTES
         return limits.get(name, MESSAGE_MAX_BYTES)
 
     def configs(self, name: str) -> dict[str, str]:
@@ -93,7 +112,13 @@ class Topics:
         configs = {"max.message.bytes": str(self.max_message_bytes(name))}
         if name == self.relay_progress:
             return configs | COMPACTED
-        return configs | APPEND_TIME if name in (self.orders, self.clock) else configs
+        timed = name in (self.orders, self.clock) or self.is_site_orders(name)
+        return configs | APPEND_TIME if timed else configs
+
+    def is_site_orders(self, name: str) -> bool:
+        """Whether `name` is a site's own orders topic (`groupbuy.orders.<site_id>.v1`)."""
+        start, end = f"{self.prefix}groupbuy.orders.", ".v1"
+        return name.startswith(start) and name.endswith(end) and name != self.orders_dlq
 
 
 def partitions_from_env() -> int:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
+from infra.adapters.tenants import Registry
 from infra.adapters.topics import Topics
 from infra.local.secure_kafka import LocalSecureKafka
 from infra.services.ingest import run_ingest
@@ -94,3 +97,88 @@ def test_a_client_without_the_right_credentials_is_refused(secured: Settings, ca
 def test_the_right_credentials_are_let_in(secured: Settings) -> None:
     options = secured.kafka_security.client_options()
     assert "__consumer_offsets" in list_topics(secured.kafka_bootstrap, options)
+
+
+class Tenant:
+    """A site's or supplier's own Kafka client, with the credentials its registration made."""
+
+    def __init__(self, secured: Settings, tenant_id: str, password_file: Path) -> None:
+        self.bootstrap = secured.kafka_bootstrap
+        self.tenant_id = tenant_id
+        self.options = secured.kafka_security.client_options() | {
+            "sasl_plain_username": tenant_id,
+            "sasl_plain_password": password_file.read_text().strip(),
+        }
+
+    def write(self, topic: str) -> None:
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap, max_block_ms=10_000, **self.options
+        )
+        try:
+            producer.send(topic, key=b"k", value=b"{}").get(timeout=10)
+        finally:
+            producer.close(timeout=2)
+
+    def read(self, topic: str) -> list[bytes]:
+        """What `topic` holds, read in a consumer group named after the tenant."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.tenant_id}-reader",
+            enable_auto_commit=False,
+            **self.options,
+        )
+        partition = TopicPartition(topic, 0)
+        try:
+            consumer.assign([partition])
+            end = consumer.end_offsets([partition])[partition]  # refused without the right
+            consumer.seek_to_beginning(partition)
+            values: list[bytes] = []
+            while consumer.position(partition) < end:
+                for records in consumer.poll(timeout_ms=500).values():
+                    values += [record.value for record in records]
+            return values
+        finally:
+            consumer.close(autocommit=False)
+
+
+def test_each_site_and_supplier_reaches_its_own_topics_and_nothing_else(
+    secured: Settings, unique: str, tmp_path: Path
+) -> None:
+    topics = Topics(secured.topic_prefix)
+    registry = Registry(secured)
+    site_a, site_b, supplier_x, supplier_y = (f"{n}-{unique}" for n in "abxy")
+    for kind, tenant_id in [
+        ("site", site_a),
+        ("site", site_b),
+        ("supplier", supplier_x),
+        ("supplier", supplier_y),
+    ]:
+        registry.register(kind, tenant_id, tmp_path / tenant_id)
+    kafka_clients.ensure_topics(secured, [topics.campaign_events])
+    a, x = (
+        Tenant(secured, site_a, tmp_path / site_a),
+        Tenant(secured, supplier_x, tmp_path / supplier_x),
+    )
+    services = kafka_clients.producer(secured)  # what groupbuy's services write for them
+    for topic in (topics.site_results(site_a), topics.settlements(supplier_x)):
+        services.send(topic, key=b"k", value=b"for you").get(timeout=10)
+    services.close()
+
+    a.write(topics.site_orders(site_a))
+    assert a.read(topics.site_results(site_a)) == [b"for you"]
+    assert a.read(topics.site_buyer_settlements(site_a)) == []
+    assert x.read(topics.settlements(supplier_x)) == [b"for you"]
+    refused = [
+        lambda: a.write(topics.site_orders(site_b)),
+        lambda: a.write(topics.campaign_events),
+        lambda: a.read(topics.site_results(site_b)),
+        lambda: a.read(topics.site_buyer_settlements(site_b)),
+        lambda: a.read(topics.settlements(supplier_x)),
+        lambda: a.read(topics.campaign_events),
+        lambda: x.read(topics.settlements(supplier_y)),
+        lambda: x.write(topics.settlements(supplier_x)),
+    ]
+    for attempt in refused:  # the broker says why: the topic, or (no write at all) the cluster
+        with pytest.raises(KafkaError, match="AuthorizationFailedError"):
+            attempt()
+    assert {t.tenant_id for t in registry.registered("site")} >= {site_a, site_b}

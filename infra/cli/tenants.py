@@ -1,0 +1,75 @@
+"""`groupbuy site add|list` and `groupbuy supplier add|list`: register the tenants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from infra.adapters.tenants import Registry, Tenant, TenantError
+from infra.cli.common import EXIT_CODES, INVALID, CommandError, require_postgres
+from infra.cli.output import plain
+from infra.settings import Settings
+
+
+def add_commands(commands: Any) -> None:
+    for kind, what in (("site", "a storefront site"), ("supplier", "a supplier")):
+        parser = commands.add_parser(
+            kind,
+            help=f"register {what}, or list them",
+            description=(
+                f"Register {what}: create its topics and, on a secured cluster, its Kafka "
+                "user and ACLs (docs/contract.md, 'Tenants')."
+            ),
+            epilog=EXIT_CODES,
+        )
+        actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        adding = actions.add_parser("add", help=f"register {what}", epilog=EXIT_CODES)
+        adding.add_argument("tenant_id", metavar="ID")
+        adding.add_argument(
+            "--password-file",
+            metavar="FILE",
+            type=Path,
+            help="its Kafka password on a secured cluster: read from FILE, or made and "
+            "written there (mode 0600) when FILE does not exist; never printed",
+        )
+        adding.set_defaults(run=add_tenant, kind=kind)
+        listing = actions.add_parser("list", help=f"every {kind} registered", epilog=EXIT_CODES)
+        listing.add_argument("--json", action="store_true", help="print JSON instead of lines")
+        listing.set_defaults(run=list_tenants, kind=kind)
+
+
+def add_tenant(settings: Settings, arguments: argparse.Namespace) -> int:
+    require_postgres(settings)
+    try:
+        tenant = Registry(settings).register(
+            arguments.kind, arguments.tenant_id, arguments.password_file
+        )
+    except TenantError as error:
+        raise CommandError(str(error), INVALID) from None
+    print(f"{tenant.kind} {plain(tenant.tenant_id)} registered; topics:")
+    for topic in tenant.topics:
+        print(f"  {plain(topic)}")
+    return 0
+
+
+def list_tenants(settings: Settings, arguments: argparse.Namespace) -> int:
+    require_postgres(settings)
+    tenants = Registry(settings).registered(arguments.kind)
+    if arguments.json:
+        print(json.dumps([as_json(t) for t in tenants], indent=2))
+        return 0
+    for tenant in tenants:
+        when = tenant.registered_at.isoformat(timespec="seconds")
+        print(f"{plain(tenant.tenant_id)}  registered {when} by {plain(tenant.registered_by)}")
+    return 0
+
+
+def as_json(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.tenant_id,
+        "registered_at": tenant.registered_at.isoformat(),
+        "registered_by": tenant.registered_by,
+        "topics": tenant.topics,
+    }
