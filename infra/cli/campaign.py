@@ -17,6 +17,8 @@ from domain.campaign import Campaign
 from domain.definition import CampaignDefinition
 from domain.errors import CampaignError, DefinitionError, UnknownCampaignError
 from domain.timefmt import format_instant, parse_instant
+from infra.adapters import kafka_clients
+from infra.adapters.topics import Topics
 from infra.cli.common import (
     EXIT_CODES,
     INVALID,
@@ -26,6 +28,7 @@ from infra.cli.common import (
     event_store,
     json_file,
     read_models,
+    require_kafka,
 )
 from infra.cli.output import plain
 from infra.settings import Settings
@@ -74,6 +77,11 @@ def add_commands(commands: Any) -> None:
 
 def open_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
     definition = read_definition(arguments.file)
+    # The supplier's topic exists from its first campaign's opening on, so that a supplier
+    # that subscribes early misses nothing (docs/contract.md, "Supplier settlements").
+    require_kafka(settings)
+    supplier_topic = Topics(settings.topic_prefix).settlements(definition.supplier_id)
+    kafka_clients.ensure_topics(settings, [supplier_topic])
     now = datetime.now(UTC)
     with domain_service(settings) as app:
         app.open_campaign(definition, now)

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from domain.campaign import Campaign
+from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.services.project import run_project
 from infra.services.relay import run_relay
 from infra.settings import Settings
@@ -66,6 +68,9 @@ def test_open_from_a_file_stores_the_campaign_and_shows_in_the_read_model(
         "deadline": definition["deadline"],
     }
     assert stored(settings, campaign_id).definition.to_json_dict() == definition
+    supplier_topic = Topics(settings.topic_prefix).settlements(definition["supplier_id"])
+    with kafka_clients.admin(settings) as admin:
+        assert supplier_topic in admin.list_topics()  # the supplier may subscribe at once
     with running(run_relay, settings), running(run_project, settings):
         wait_for(
             lambda: groupbuy(settings, "campaign", "show", campaign_id).returncode == 0,
