@@ -110,12 +110,17 @@ def positive(kind: type[int] | type[float]) -> Any:
 
 
 @contextmanager
-def event_store(settings: Settings) -> Iterator[GroupBuying]:
-    """The event store; an unreachable database is named (exit 3), not a traceback."""
+def event_store(settings: Settings, *, read_only: bool = False) -> Iterator[GroupBuying]:
+    """The event store; an unreachable database is named (exit 3), not a traceback.
+
+    `read_only`: the analysts' commands, which a role with SELECT alone may run (docs/
+    contract.md, "Commands"): they create no schema and no table.
+    """
     require_postgres(settings)  # fails fast, with the address and no password
-    require_schema(settings)
+    if not read_only:
+        require_schema(settings)
     try:
-        app = open_app(settings)
+        app = open_app(settings, CREATE_TABLE="n") if read_only else open_app(settings)
     except (OperationalError, InterfaceError) as error:
         raise CommandError(f"cannot open the event store: {error}", exit_code=UNREACHABLE) from None
     try:

@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from psycopg.sql import SQL
+from psycopg.conninfo import make_conninfo
+from psycopg.sql import SQL, Identifier
 
 from domain.campaign import Campaign
 from infra.adapters.app import open_app
@@ -387,3 +388,41 @@ def test_an_unreachable_database_is_exit_code_3(story: Story) -> None:
 
     assert done.returncode == 3
     assert "cannot reach PostgreSQL at 127.0.0.1:9/groupbuy" in done.stderr
+
+
+def test_the_analysts_commands_run_as_a_role_that_may_only_select(
+    story: Story, tmp_path: Path
+) -> None:
+    """The grants of docs/contract.md ("Commands"): USAGE on the schema, SELECT on its tables."""
+    role, password = f"analyst_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    schema = story.settings.database_schema
+    with psycopg.connect(story.settings.database_url, autocommit=True) as conn:
+        conn.execute(SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(Identifier(role), password))
+        conn.execute(
+            SQL("GRANT USAGE ON SCHEMA {} TO {}").format(Identifier(schema), Identifier(role))
+        )
+        conn.execute(
+            SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
+                Identifier(schema), Identifier(role)
+            )
+        )
+    url = make_conninfo(story.settings.database_url, user=role, password=password)
+    analyst = replace(story.settings, database_url=url)
+    pricing = tmp_path / "pricing.json"
+    pricing.write_text(json.dumps({"floor_price": "5.00"}))
+    try:
+        runs = [
+            groupbuy(analyst, "history", story.campaign_id, "--at", "2100-01-01T00:00:00Z"),
+            groupbuy(analyst, "demand", story.campaign_id),
+            groupbuy(analyst, "export", "--format", "csv", "--out", str(tmp_path / "e.csv")),
+            groupbuy(analyst, "campaign", "show", story.campaign_id),
+        ]
+        written = groupbuy(analyst, "campaign", "cancel", story.campaign_id)
+    finally:
+        with psycopg.connect(story.settings.database_url, autocommit=True) as conn:
+            conn.execute(SQL("DROP OWNED BY {}").format(Identifier(role)))
+            conn.execute(SQL("DROP ROLE {}").format(Identifier(role)))
+
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], [run.stderr for run in runs]
+    assert written.returncode != 0  # and the role cannot change anything
+    assert "permission denied" in written.stderr
