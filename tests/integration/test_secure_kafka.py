@@ -4,7 +4,9 @@ the StandardAuthorizer): its services connect with their credentials; nobody els
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ from infra.adapters.app import open_app
 from infra.adapters.tenants import Registry
 from infra.adapters.topics import Topics
 from infra.local.secure_kafka import LocalSecureKafka
+from infra.services.clock import run_clock
 from infra.services.ingest import run_ingest
 from infra.services.relay import run_relay
+from infra.services.settle import run_settle
 from infra.settings import KafkaSecurity, Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import publish, read_json
+from tests.support.kafka_io import publish, read_json, wait_for
 from tests.support.pipeline import running
 
 ORDERS = 3
@@ -125,15 +129,20 @@ class Tenant:
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.tenant_id}-reader",
             enable_auto_commit=False,
+            isolation_level="read_committed",  # settle writes in transactions
             **self.options,
         )
-        partition = TopicPartition(topic, 0)
         try:
-            consumer.assign([partition])
-            end = consumer.end_offsets([partition])[partition]  # refused without the right
-            consumer.seek_to_beginning(partition)
+            # Unknown to a tenant that may not describe it: then partition 0, to be refused.
+            numbers = consumer.partitions_for_topic(topic) or {0}
+            partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
+            consumer.assign(partitions)
+            ends = consumer.end_offsets(partitions)  # refused without the right
+            consumer.seek_to_beginning(*partitions)
             values: list[bytes] = []
-            while consumer.position(partition) < end:
+            deadline = time.monotonic() + 30
+            while any(consumer.position(p) < ends[p] for p in partitions):
+                assert time.monotonic() < deadline, f"{topic} not read to its end in 30 s"
                 for records in consumer.poll(timeout_ms=500).values():
                     values += [record.value for record in records]
             return values
@@ -182,3 +191,35 @@ def test_each_site_and_supplier_reaches_its_own_topics_and_nothing_else(
         with pytest.raises(KafkaError, match="AuthorizationFailedError"):
             attempt()
     assert {t.tenant_id for t in registry.registered("site")} >= {site_a, site_b}
+
+
+def test_a_supplier_reads_its_purchase_order_with_its_own_credentials(
+    secured: Settings, unique: str, tmp_path: Path
+) -> None:
+    topics = Topics(secured.topic_prefix)
+    supplier, campaign_id = f"maker-{unique}", f"po-{unique}"
+    Registry(secured).register("supplier", supplier, tmp_path / supplier)
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    app = open_app(secured)
+    definition = campaign(
+        campaign_id,
+        supplier_id=supplier,
+        minimum_quantity=1,
+        deadline=deadline.isoformat().replace("+00:00", "Z"),
+    )
+    app.open_campaign(definition, datetime.now(UTC))
+    app.close()
+    maker = Tenant(secured, supplier, tmp_path / supplier)
+
+    with (
+        running(run_ingest, secured),
+        running(run_relay, secured),
+        running(run_clock, secured),
+        running(run_settle, secured),
+    ):
+        publish(secured, topics.orders, [placed(campaign_id, n) for n in range(ORDERS)])
+        wait_for(lambda: bool(maker.read(topics.settlements(supplier))), timeout=120)
+    (issued,) = [json.loads(value) for value in maker.read(topics.settlements(supplier))]
+
+    assert issued["type"] == "purchase_order.issued"
+    assert (issued["supplier_id"], issued["quantity"]) == (supplier, ORDERS)
