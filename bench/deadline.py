@@ -18,39 +18,47 @@ from datetime import UTC, datetime, timedelta
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import isolated_settings, report, spec_campaign
-from bench.ingest import GROUPBUY
+from bench.ingest import GROUPBUY, SITES, make_site_topics
 from domain.campaign import Campaign
 from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 
-SUPPLIERS = 10
+SUPPLIERS = [f"supplier-{n}" for n in range(10)]
 LEAD = 25.0  # seconds from opening to the deadline: services start, orders are ingested
 
 
-def prepare(settings: Settings, campaigns: int) -> tuple[datetime, list[str]]:
-    """Open the campaigns, publish their orders; the shared deadline and supplier topics."""
+def make_topics(settings: Settings) -> list[str]:
+    """The sites' and the suppliers' topics, as `groupbuy site add` and `supplier add` make
+    them, before the services start; the supplier topics."""
+    make_site_topics(settings)
+    topics = Topics(settings.topic_prefix)
+    supplier_topics = [topics.settlements(s) for s in SUPPLIERS]
+    kafka_clients.ensure_topics(settings, supplier_topics)
+    return supplier_topics
+
+
+def prepare(settings: Settings, campaigns: int) -> datetime:
+    """Open the campaigns, publish their orders, each to its site's orders topic (three
+    sites', in turn); the shared deadline."""
     topics = Topics(settings.topic_prefix)
     deadline = datetime.now(UTC) + timedelta(seconds=LEAD)
-    suppliers = [f"supplier-{n}" for n in range(SUPPLIERS)]
     app = open_app(settings)
     for n in range(campaigns):
         definition = spec_campaign(
             f"bench-{n}",
-            supplier_id=suppliers[n % SUPPLIERS],
+            supplier_id=SUPPLIERS[n % len(SUPPLIERS)],
             minimum_quantity=1,
             deadline=deadline.isoformat(),
         )
         app.open_campaign(definition, datetime.now(UTC))
     app.close()
-    supplier_topics = [topics.settlements(s) for s in suppliers]
-    kafka_clients.ensure_topics(settings, [*topics.ingest_topics(), *supplier_topics])
     orders = [
         {
             "type": "order.placed",
-            "order_id": f"site-{k % 3}:{n}:{k}",
-            "site_id": f"site-{k % 3}",
+            "order_id": f"{SITES[k % len(SITES)]}:{n}:{k}",
+            "site_id": SITES[k % len(SITES)],
             "campaign_id": f"bench-{n}",
             "buyer_id": f"b-{k}",
             "quantity": 1 + k % 3,
@@ -62,9 +70,10 @@ def prepare(settings: Settings, campaigns: int) -> tuple[datetime, list[str]]:
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
     for message in orders:
         key = message["campaign_id"].encode()
-        producer.send(topics.orders, key=key, value=json.dumps(message).encode())
+        topic = topics.site_orders(message["site_id"])
+        producer.send(topic, key=key, value=json.dumps(message).encode())
     producer.close()
-    return deadline, supplier_topics
+    return deadline
 
 
 def purchase_order_arrivals(
@@ -94,12 +103,13 @@ def purchase_order_arrivals(
 
 
 def measure(settings: Settings, campaigns: int) -> dict[str, float]:
+    supplier_topics = make_topics(settings)
     services = [
         subprocess.Popen([GROUPBUY, name], env=os.environ | settings.as_env())
         for name in ("ingest", "relay", "clock", "settle")
     ]
     try:
-        deadline, supplier_topics = prepare(settings, campaigns)
+        deadline = prepare(settings, campaigns)
         delays = purchase_order_arrivals(settings, supplier_topics, campaigns, deadline)
         closes = close_delays(settings, campaigns, deadline)
     finally:

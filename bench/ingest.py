@@ -37,6 +37,9 @@ GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
 RAW_BATCH = 500
 CORES = len(os.sched_getaffinity(0))
 PLACED = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+# The orders are spread over three sites, each published on its own site's orders topic as
+# the site would (three topics of GROUPBUY_TOPIC_PARTITIONS partitions, all read by ingest).
+SITES = ("site-0", "site-1", "site-2")
 
 
 def definition(campaign_id: str) -> CampaignDefinition:
@@ -44,7 +47,7 @@ def definition(campaign_id: str) -> CampaignDefinition:
 
 
 def order(campaign_id: str, n: int, rng: random.Random) -> dict[str, Any]:
-    site = f"site-{n % 3}"
+    site = SITES[n % len(SITES)]
     message: dict[str, Any] = {
         "type": "order.placed",
         "order_id": f"{site}:{n}",
@@ -60,10 +63,25 @@ def order(campaign_id: str, n: int, rng: random.Random) -> dict[str, Any]:
     return message
 
 
-def prepare(settings: Settings, campaigns: int, orders: int) -> float:
-    """Open the campaigns and pre-publish the orders; the publishing rate."""
+def orders_topics(settings: Settings) -> list[str]:
+    """The benchmark's sites' orders topics."""
+    return [Topics(settings.topic_prefix).site_orders(site) for site in SITES]
+
+
+def make_site_topics(settings: Settings) -> None:
+    """Each of the benchmark's sites' three topics and the dead letters', as `groupbuy site
+    add` makes them: before ingest starts, which notices a site's orders topic made later only
+    at its next metadata refresh."""
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, topics.ingest_topics())
+    names = [name for site in SITES for name in topics.site_topics(site)]
+    kafka_clients.ensure_topics(settings, [*names, topics.orders_dlq])
+
+
+def prepare(settings: Settings, campaigns: int, orders: int) -> float:
+    """Open the campaigns and pre-publish the orders, each to its site's topic; the
+    publishing rate."""
+    topics = Topics(settings.topic_prefix)
+    make_site_topics(settings)
     app = open_app(settings)
     ids = [f"bench-{n}" for n in range(campaigns)]
     now = datetime.now(UTC)
@@ -77,10 +95,11 @@ def prepare(settings: Settings, campaigns: int, orders: int) -> float:
     started = time.perf_counter()
     for n in range(orders):
         campaign_id = ids[n % campaigns]
+        message = order(campaign_id, n, rng)
         producer.send(
-            topics.orders,
+            topics.site_orders(message["site_id"]),
             key=campaign_id.encode(),
-            value=json.dumps(order(campaign_id, n, rng)).encode(),
+            value=json.dumps(message).encode(),
         )
     producer.flush()
     producer.close()
@@ -115,12 +134,12 @@ def raw_insert_rate(settings: Settings, rows: int) -> float:
         return rows / (time.perf_counter() - started)
 
 
-def stored_orders(watcher: psycopg.Connection[Any], settings: Settings, topic: str) -> int:
-    """How many orders the ingest has applied: the sum of its stored positions."""
+def stored_orders(watcher: psycopg.Connection[Any], settings: Settings, topics: list[str]) -> int:
+    """How many orders the ingest has applied: the sum of its stored positions in `topics`."""
     row = watcher.execute(
         f'SELECT coalesce(sum(notification_id + 1), 0) FROM "{settings.database_schema}"'
-        ".groupbuying_tracking WHERE application_name LIKE %s",
-        (topic + ":%",),
+        ".groupbuying_tracking WHERE application_name LIKE ANY(%s)",
+        ([topic + ":%" for topic in topics],),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -161,7 +180,7 @@ def family(pid: int) -> list[int]:
 def ingest_rate(
     settings: Settings, orders: int, processes: int, workers: int = 1, timeline: bool = False
 ) -> dict[str, float]:
-    topic = Topics(settings.topic_prefix).orders
+    topics = orders_topics(settings)
     env = os.environ | settings.as_env()
     # One connection, opened before the clock starts: connecting for each look cost about 4 ms
     # of CPU on each side, taken from the processes being measured.
@@ -177,7 +196,7 @@ def ingest_rate(
     first = None
     show = Timeline(started) if timeline else None
     try:
-        while (done := stored_orders(watcher, settings, topic)) < orders:
+        while (done := stored_orders(watcher, settings, topics)) < orders:
             if show is not None:
                 show(done)
             if first is None and done:

@@ -1,4 +1,7 @@
-"""kafka-python alone: group members that only count the ingest benchmark's orders, timed."""
+"""kafka-python alone: group members that only count the ingest benchmark's orders, timed.
+
+They read what ingest reads: every site's orders topic, subscribed by the same pattern (the
+ingest benchmark spreads its orders over three sites' topics)."""
 
 # Usage:
 #   python -m bench.kafka_floor                    # one process
@@ -22,10 +25,11 @@ from infra.adapters.topics import Topics
 from infra.settings import Settings
 
 
-def count(settings: Settings, topic: str, group: str) -> None:
-    """Child process: join the group, read, print the running count after every poll."""
+def count(settings: Settings, pattern: str, group: str) -> None:
+    """Child process: join the group on the topics `pattern` matches, read, print the
+    running count after every poll."""
     consumer = kafka_clients.consumer(settings, group)
-    consumer.subscribe([topic])
+    consumer.subscribe(pattern=pattern)
     read = 0
     while True:
         for records in consumer.poll(timeout_ms=200, max_records=5000).values():
@@ -34,12 +38,12 @@ def count(settings: Settings, topic: str, group: str) -> None:
 
 
 def read_rate(settings: Settings, orders: int, processes: int, group: str) -> float:
-    topic = Topics(settings.topic_prefix).orders
+    pattern = Topics(settings.topic_prefix).orders_pattern
     env = os.environ | settings.as_env()
     started = time.perf_counter()
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.kafka_floor", "--count", topic, "--group", group],
+            [sys.executable, "-m", "bench.kafka_floor", "--count", pattern, "--group", group],
             env=env,
             stdout=subprocess.PIPE,
             text=True,
@@ -70,7 +74,7 @@ def main() -> None:
     arguments.add_argument("--orders", type=int, default=100_000)
     arguments.add_argument("--processes", type=int, default=1)
     arguments.add_argument("--rounds", type=int, default=1)
-    arguments.add_argument("--count", metavar="TOPIC", help=argparse.SUPPRESS)
+    arguments.add_argument("--count", metavar="PATTERN", help=argparse.SUPPRESS)
     arguments.add_argument("--group", help=argparse.SUPPRESS)
     options = arguments.parse_args()
     if options.count:

@@ -23,7 +23,7 @@ from kafka import KafkaProducer
 from psycopg.sql import SQL
 
 from bench.common import isolated_settings, report
-from bench.ingest import GROUPBUY, definition, order
+from bench.ingest import GROUPBUY, definition, make_site_topics, order
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
@@ -45,8 +45,9 @@ class Probe:
 
 
 def publish_steadily(settings: Settings, rate: int, seconds: float, probe: Probe) -> None:
+    """Each order to its site's orders topic (bench.ingest's three sites, in turn)."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
-    topic = Topics(settings.topic_prefix).orders
+    topics = Topics(settings.topic_prefix)
     rng = random.Random(5)
     start = time.perf_counter()
     for n in range(int(rate * seconds)):
@@ -55,6 +56,7 @@ def publish_steadily(settings: Settings, rate: int, seconds: float, probe: Probe
         message = order(campaign_id, n, rng)
         probe.campaign_of[message["order_id"]] = campaign_id
         probe.sent[message["order_id"]] = time.perf_counter()
+        topic = topics.site_orders(message["site_id"])
         producer.send(topic, key=campaign_id.encode(), value=json.dumps(message).encode())
     producer.flush()
     producer.close()
@@ -83,6 +85,7 @@ def measure(settings: Settings, rate: int, seconds: float) -> dict[str, float]:
     for n in range(CAMPAIGNS):
         app.open_campaign(definition(f"bench-{n}"), datetime.now(UTC))
     app.close()
+    make_site_topics(settings)  # before ingest starts, as `groupbuy site add` would
     # Each service in its own process, as deployed: they must not share one interpreter.
     services = [
         subprocess.Popen([GROUPBUY, name], env=os.environ | settings.as_env())

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -18,7 +19,7 @@ from consumers.order_messages import (
     PlaceOrder,
     decode,
 )
-from consumers.order_results import dead_letter, order_result
+from consumers.order_results import dead_letter, mismatch_result, order_result
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.outcomes import Outcome
@@ -58,11 +59,24 @@ class IngestBatch:
     last_offsets: dict[str, int] = field(default_factory=dict)
 
 
+class SiteTopics(Protocol):
+    """The topic names ingestion reads and writes (infra/adapters/topics.py)."""
+
+    @property
+    def orders_dlq(self) -> str: ...
+
+    def site_of_orders(self, name: str) -> str | None: ...
+
+    def site_results(self, site_id: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class OrderIngestion:
+    """Each site's orders, from its own topic: the topic says whose they are, whatever a
+    message says, and the site's results go to its own results topic."""
+
     load: LoadCampaign
-    results_topic: str
-    dlq_topic: str
+    topics: SiteTopics
 
     def apply(self, records: Iterable[Record]) -> IngestBatch:
         """Every record becomes a result or a dead letter, whatever it holds.
@@ -72,36 +86,44 @@ class OrderIngestion:
         """
         batch = IngestBatch()
         appended_ms, now = -1, datetime.min
-        topic, partition, name = "", -1, ""
+        topic, partition, name, site = "", -1, "", None
         for record in records:
             if record.partition != partition or record.topic != topic:  # polls come by partition
                 topic, partition, name = record.topic, record.partition, record.position_name
+                site = self.topics.site_of_orders(topic)
             batch.last_offsets[name] = record.offset
             if record.timestamp_ms != appended_ms:  # one producer batch, one append time
                 appended_ms, now = record.timestamp_ms, record.appended_at
-            message = self._handle(batch, record, now)
+            message = self._handle(batch, record, site, now)
             if message is not None:
                 batch.outbox.append(message)
         return batch
 
-    def _handle(self, batch: IngestBatch, record: Record, now: datetime) -> OutboxMessage | None:
+    def _handle(
+        self, batch: IngestBatch, record: Record, site: str | None, now: datetime
+    ) -> OutboxMessage | None:
         command = None
         try:
-            command = decode(record.value)
+            if site is None:  # subscribed to sites' topics only: a bug, or a topic by hand
+                raise MalformedMessageError(f"{record.topic} is no site's orders topic")
+            command = decode(record.value, site)
+            results = self.topics.site_results(site)
+            if command.site_id != site:
+                return mismatch_result(results, command)
             _check_storable(command)
             outcome = self._apply(batch, command, now)
             if outcome is not None and outcome.recorded:
                 return None
-            return order_result(self.results_topic, command, outcome)
+            return order_result(results, command, outcome)
         except MalformedMessageError as error:
-            return dead_letter(self.dlq_topic, record, str(error))
+            return dead_letter(self.topics.orders_dlq, record, str(error))
         except (DependencyError, MemoryError):
             raise  # not this record's doing: the whole batch again, later
         except Exception as error:  # a bug must not stop ingestion: park the message
             if command is not None and _recorded_for(batch, command):
                 raise HalfAppliedError(record, f"internal error: {error!r}") from error
             log.exception("order at %s@%d failed", record.position_name, record.offset)
-            return dead_letter(self.dlq_topic, record, f"internal error: {error!r}")
+            return dead_letter(self.topics.orders_dlq, record, f"internal error: {error!r}")
 
     def _apply(self, batch: IngestBatch, command: OrderMessage, now: datetime) -> Outcome | None:
         """`now` is the broker's append time: it decides whether an order came in time
@@ -164,9 +186,9 @@ def _recorded_for(batch: IngestBatch, command: OrderMessage) -> bool:
 class IngestSink:
     """Applies a poll's orders and saves events, results and positions in one transaction."""
 
-    def __init__(self, app: GroupBuying, results_topic: str, dlq_topic: str) -> None:
+    def __init__(self, app: GroupBuying, topics: SiteTopics) -> None:
         self.app = app
-        self.ingestion = OrderIngestion(self._load, results_topic, dlq_topic)
+        self.ingestion = OrderIngestion(self._load, topics)
         self.cached: set[str] = set()
 
     def stored_positions(self, names: Sequence[str]) -> dict[str, int | None]:
@@ -187,7 +209,7 @@ class IngestSink:
         else: what its batch did without it is saved apart."""
         name = record.position_name
         position = FencedTracking(name, record.offset, expected=expected.get(name))
-        letter = dead_letter(self.ingestion.dlq_topic, record, reason)
+        letter = dead_letter(self.ingestion.topics.orders_dlq, record, reason)
         self.app.save_with_tracking((), None, positions=[position], outbox=[letter])
 
     def forget(self) -> None:

@@ -67,13 +67,15 @@ class CancelOrder:
 OrderMessage = PlaceOrder | CancelOrder
 
 
-def decode(value: bytes | None) -> OrderMessage:
+def decode(value: bytes | None, site_id: str | None = None) -> OrderMessage:
     """The command an order message asks for; MalformedMessageError says what is wrong.
 
+    `site_id` is the site whose topic the message came from: a message without a `site_id`
+    is that site's. Whether one that names a site names that one is for the caller to say.
     Total: whatever the bytes, it returns a command or raises MalformedMessageError.
     """
     try:
-        return _command(_json_object(value))
+        return _command(_json_object(value), site_id)
     except (MalformedMessageError, MemoryError):  # the process's trouble, not the record's
         raise
     except Exception as error:  # a case the checks below missed must not stop ingestion
@@ -82,7 +84,9 @@ def decode(value: bytes | None) -> OrderMessage:
         ) from None
 
 
-def _command(fields: dict[str, Any]) -> OrderMessage:
+def _command(fields: dict[str, Any], site_id: str | None) -> OrderMessage:
+    if site_id is not None and fields.get("site_id") is None:
+        fields["site_id"] = site_id
     kind = fields.get("type")
     if kind == "order.placed":
         problems: list[str] = []

@@ -1,8 +1,10 @@
-"""Messages to `groupbuy.order-results.v1` and the orders DLQ (docs/contract.md)."""
+"""Messages to the sites' `groupbuy.order-results.<site_id>.v1` and to the orders DLQ
+(docs/contract.md)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -49,12 +51,23 @@ def order_result(topic: str, command: OrderMessage, outcome: Outcome | None) -> 
     )
 
 
-def event_result(topic: str, campaign_id: str, event: object) -> OutboxMessage | None:
-    """The result an event of campaign `campaign_id` gives, if it answers an order message."""
+def mismatch_result(topic: str, command: OrderMessage) -> OutboxMessage:
+    """The answer to a message that names a site other than its topic's: refused unread by
+    any campaign, so no site can place or cancel an order in another's name."""
+    kind = _result_type(isinstance(command, CancelOrder), accepted=False)
+    ids = (command.order_id, command.site_id, command.campaign_id)
+    return _result(topic, kind, *ids, reason=Reason.SITE_MISMATCH.value)
+
+
+def event_result(
+    results_topic: Callable[[str], str], campaign_id: str, event: object
+) -> OutboxMessage | None:
+    """The result an event of campaign `campaign_id` gives, if it answers an order message:
+    to the topic `results_topic` names for the event's site."""
     if not isinstance(event, ANSWERING):
         return None
     return _result(
-        topic,
+        results_topic(event.site_id),
         ANSWERS[type(event)],
         event.order_id,
         event.site_id,
@@ -88,7 +101,7 @@ def _result(
         fields["committed_quantity"] = figures[1]
     if duplicate:
         fields["duplicate"] = True  # a redelivery or retry: the first answer, repeated
-    return OutboxMessage(topic, site_id.encode(), json.dumps(fields).encode())
+    return OutboxMessage(topic, campaign_id.encode(), json.dumps(fields).encode())
 
 
 def _result_type(cancelling: bool, *, accepted: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -19,9 +20,11 @@ def purchase_order_id(campaign_id: str) -> str:
 
 
 def settlement_messages(
-    campaign: Campaign, supplier_topic: str, buyers_topic: str
+    campaign: Campaign, supplier_topic: str, buyers_topic: Callable[[str], str]
 ) -> list[OutboxMessage]:
-    """The supplier's one message, then one per commitment still standing at close."""
+    """The supplier's one message, then one per commitment still standing at close, to the
+    topic `buyers_topic` names for the commitment's site. Every message is keyed by the
+    campaign."""
     closing = campaign.closing
     assert closing is not None, f"{campaign.campaign_id} has not closed"
     definition = campaign.definition
@@ -75,7 +78,8 @@ def settlement_messages(
             "unit_price": closing.unit_price,
             "amount": _amount(closing.unit_price, quantity if filled else 0, definition.currency),
         }
-        messages.append(_message(buyers_topic, commitment.site_id, settlement))
+        topic = buyers_topic(commitment.site_id)
+        messages.append(_message(topic, campaign.campaign_id, settlement))
     return messages
 
 

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     UNKNOWN_CAMPAIGN = "unknown_campaign"
     UNKNOWN_ORDER = "unknown_order"
     CUTOFF_PASSED = "cutoff_passed"
+    SITE_MISMATCH = "site_mismatch"  # ingestion's alone: it never reaches a campaign
     INVALID = "invalid"
 
 

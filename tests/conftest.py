@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -37,6 +38,12 @@ def database_url(services: Services) -> str:
     return services.database_url
 
 
+@pytest.fixture(scope="session")
+def kafka_options(services: Services) -> dict[str, Any]:
+    """What a test's own Kafka client connects with: the broker, and its credentials."""
+    return services.client_options()
+
+
 @pytest.fixture
 def unique() -> str:
     """A short random suffix, so that no two tests share ids, topics or schemas."""
@@ -49,8 +56,8 @@ def topic_prefix(unique: str) -> str:
 
 
 @pytest.fixture
-def kafka_admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="groupbuy-tests")
+def kafka_admin(services: Services) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(**services.client_options(), client_id="groupbuy-tests")
     yield admin
     admin.close()
 
@@ -100,6 +107,7 @@ def settings(services: Services, topic_prefix: str, pg_schema: str) -> Iterator[
         kafka_bootstrap=services.kafka_bootstrap,
         topic_prefix=topic_prefix,
         database_schema=pg_schema,
+        kafka_security=services.kafka_security,
     )
     yield settings
     delete_topics_named(settings, topic_prefix)

@@ -119,11 +119,13 @@ def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) ->
             raise RuntimeError(
                 f"cannot create Kafka topic {result['name']}: {result['error_message']}"
             )
-    if topics.orders in names:
+    if timed := [name for name in names if topics.is_site_orders(name)]:
         # A topic made earlier by hand may time orders by the sites' clocks: correct it.
-        configs = topics.configs(topics.orders)
-        resource = ConfigResource(ConfigResourceType.TOPIC, topics.orders, configs=configs)
-        client.alter_configs([resource], raise_on_unknown=False)
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, name, configs=topics.configs(name))
+            for name in timed
+        ]
+        client.alter_configs(resources, raise_on_unknown=False)
     client.wait_for_topics(names)
 
 
@@ -233,14 +235,23 @@ class Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     must come before that metadata: kafka-python takes the subscribed topics' partitions
     from each metadata update, and one that changes them after the first assignment makes
     the whole group join again (0.15 s, and every cached campaign reloaded).
+
+    A subscription to a `pattern` follows every topic whose name matches it, those made
+    later included (they are noticed at the next metadata refresh, `metadata_max_age_ms`).
+    kafka-python asks for fresh metadata of every topic before it first joins the group.
     """
 
-    def __init__(self, consumer: KafkaConsumer, topics: list[str]) -> None:
-        self.consumer, self.topics = consumer, topics
+    def __init__(
+        self, consumer: KafkaConsumer, topics: list[str] | None = None, pattern: str = ""
+    ) -> None:
+        self.consumer, self.topics = consumer, topics or []
         self.listener: Any = None
         self.until_started = ExitStack()
         self.until_started.enter_context(brief_metadata_backoff(consumer))
-        consumer.subscribe(topics, listener=self)
+        if pattern:
+            consumer.subscribe(pattern=pattern, listener=self)
+        else:
+            consumer.subscribe(self.topics, listener=self)
 
     def start(self, listener: object) -> None:
         """Name the listener (None: none) and wait until the metadata knows every topic."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+
+from domain.text import SLUG
 
 # Orders are timed by the broker, so no site can backdate one (docs/contract.md, "When an
 # order counts").
@@ -35,24 +38,12 @@ class Topics:
     prefix: str = ""
 
     @property
-    def orders(self) -> str:
-        return self.prefix + "groupbuy.orders.v1"
-
-    @property
-    def order_results(self) -> str:
-        return self.prefix + "groupbuy.order-results.v1"
-
-    @property
     def orders_dlq(self) -> str:
         return self.prefix + "groupbuy.orders.dlq.v1"
 
     @property
     def campaign_events(self) -> str:
         return self.prefix + "groupbuy.campaign-events.v1"
-
-    @property
-    def buyer_settlements(self) -> str:
-        return self.prefix + "groupbuy.buyer-settlements.v1"
 
     @property
     def clock(self) -> str:
@@ -87,8 +78,28 @@ class Topics:
     def settlements(self, supplier_id: str) -> str:
         return f"{self.prefix}groupbuy.settlements.{supplier_id}.v1"
 
-    def ingest_topics(self) -> list[str]:
-        return [self.orders, self.order_results, self.orders_dlq]
+    @property
+    def orders_pattern(self) -> str:
+        """The regular expression every site's orders topic, and no other topic, matches:
+        what ingestion subscribes to, so that a new site's topic is followed at once."""
+        return rf"^{re.escape(self.prefix)}groupbuy\.orders\.(?!dlq\.v1$)({SLUG})\.v1$"
+
+    def site_of_orders(self, name: str) -> str | None:
+        """The site whose orders topic `name` is; None if it is no site's orders topic."""
+        matched = re.fullmatch(self.orders_pattern, name)
+        return None if matched is None else matched.group(1)
+
+    def site_of(self, name: str) -> str | None:
+        """The site whose orders, results or buyer-settlements topic `name` is; None if it is
+        none of a site's."""
+        if (site := self.site_of_orders(name)) is not None:
+            return site
+        for kind in ("order-results", "buyer-settlements"):
+            start, end = f"{self.prefix}groupbuy.{kind}.", ".v1"
+            if name.startswith(start) and name.endswith(end):
+                site = name[len(start) : -len(end)]
+                return site if re.fullmatch(SLUG, site) else None
+        return None
 
     def partitions(self, name: str) -> int:
         """How many partitions topic `name` is created with: one per relay publisher for the
@@ -101,10 +112,9 @@ class Topics:
             return EVENT_MAX_BYTES
         if name.startswith(f"{self.prefix}groupbuy.settlements."):
             return SETTLEMENT_MAX_BYTES
-        limits = {self.orders: ORDER_MAX_BYTES, self.orders_dlq: DEAD_LETTER_MAX_BYTES}
-        if self.is_site_orders(name):
-            return ORDER_MAX_BYTES
-        return limits.get(name, MESSAGE_MAX_BYTES)
+        if name == self.orders_dlq:
+            return DEAD_LETTER_MAX_BYTES
+        return ORDER_MAX_BYTES if self.is_site_orders(name) else MESSAGE_MAX_BYTES
 
     def configs(self, name: str) -> dict[str, str]:
         """The settings topic `name` is created with: its message size, and for the orders and
@@ -112,13 +122,12 @@ class Topics:
         configs = {"max.message.bytes": str(self.max_message_bytes(name))}
         if name == self.relay_progress:
             return configs | COMPACTED
-        timed = name in (self.orders, self.clock) or self.is_site_orders(name)
+        timed = name == self.clock or self.is_site_orders(name)
         return configs | APPEND_TIME if timed else configs
 
     def is_site_orders(self, name: str) -> bool:
         """Whether `name` is a site's own orders topic (`groupbuy.orders.<site_id>.v1`)."""
-        start, end = f"{self.prefix}groupbuy.orders.", ".v1"
-        return name.startswith(start) and name.endswith(end) and name != self.orders_dlq
+        return self.site_of_orders(name) is not None
 
 
 def partitions_from_env() -> int:

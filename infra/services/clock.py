@@ -335,24 +335,36 @@ class HeldLog:
 
 class IngestProgress:
     """Whether ingestion has applied every order appended before a campaign's deadline, in
-    the partition that carries the campaign's key in each orders topic (docs/contract.md)."""
+    the partition that carries the campaign's key in each site's orders topic
+    (docs/contract.md)."""
 
     def __init__(
         self,
         app: GroupBuying,
         offsets: KafkaConsumer,
-        orders_topics: list[str],
+        orders_topics: Callable[[], list[str]],
         reader: PartitionReader,
     ) -> None:
         """`offsets` asks for offsets as a read_uncommitted consumer: an open transaction's
-        records count, since it may still commit orders appended before the deadline."""
-        self.app, self.offsets, self.topics, self.reader = app, offsets, orders_topics, reader
+        records count, since it may still commit orders appended before the deadline.
+        `orders_topics` lists every site's orders topic, as Kafka knows them at the time."""
+        self.app, self.offsets, self.orders_topics, self.reader = (
+            app,
+            offsets,
+            orders_topics,
+            reader,
+        )
         self.unknown: dict[str, float] = {}  # topic -> when to ask Kafka about it again
         self.held = HeldLog()
 
     def ready(self, due: Due) -> list[str]:
-        """The due campaigns (deadlines the broker's time passed) whose orders are all in."""
-        carriers = self._carriers([campaign_id for campaign_id, _ in due])
+        """The due campaigns (deadlines the broker's time passed) whose orders are all in.
+
+        The sites' topics are listed after the broker's time passed the deadlines: a site's
+        topic made later can hold no order appended before them.
+        """
+        topics = self.orders_topics()
+        carriers = self._carriers([campaign_id for campaign_id, _ in due], topics)
         if carriers is None:
             return []  # fail closed: no campaign is known to be caught up
         deadlines: dict[TopicPartition, list[datetime]] = defaultdict(list)
@@ -365,10 +377,12 @@ class IngestProgress:
         self._note_held(due, carriers, progress, through)
         return ready
 
-    def _carriers(self, campaign_ids: list[str]) -> dict[str, list[TopicPartition]] | None:
+    def _carriers(
+        self, campaign_ids: list[str], topics: list[str]
+    ) -> dict[str, list[TopicPartition]] | None:
         """Each campaign's partition in every orders topic; None if a topic is unknown."""
         counts = {}
-        for topic in self.topics:
+        for topic in topics:
             if (count := self._partition_count(topic)) is None:
                 return None
             counts[topic] = count
@@ -496,8 +510,11 @@ def run_clock(settings: Settings, stop: threading.Event, now: Now = host_now) ->
         cleanup.callback(reader.close)
         producer = kafka_clients.producer(settings, linger_ms=0)
         cleanup.callback(producer.close)
-        # One orders topic today; each site's own orders topic is one more in this list.
-        progress = IngestProgress(app, offsets, [topics.orders], PartitionReader(reader))
+
+        def orders_topics() -> list[str]:
+            return sorted(name for name in offsets.topics() if topics.is_site_orders(name))
+
+        progress = IngestProgress(app, offsets, orders_topics, PartitionReader(reader))
         clock = Clock(app, BrokerClock(producer, topics.clock, now), progress)
         while not stop.is_set():
             clock.tick()

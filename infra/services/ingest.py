@@ -1,4 +1,5 @@
-"""`groupbuy ingest`: orders from Kafka into the event store, each answered by its event."""
+"""`groupbuy ingest`: every site's orders from Kafka into the event store, each answered by
+its event."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
     `groupbuy ingest --workers N` runs infra/ingest_workers.py instead.
     """
     with ExitStack() as cleanup:  # closes the app, then the consumer
-        consumer, subscription, app, topics = join_ingest_group(settings, cleanup)
-        sink = IngestSink(app, topics.order_results, topics.orders_dlq)
+        consumer, subscription, app = join_ingest_group(settings, cleanup)
+        sink = IngestSink(app, Topics(settings.topic_prefix))
         loop = TrackedLoop(consumer, sink, max_records=MAX_RECORDS)
         subscription.start(loop)
         loop.run(stop)
@@ -35,19 +36,20 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
 
 def join_ingest_group(
     settings: Settings, cleanup: ExitStack
-) -> tuple[KafkaConsumer, kafka_clients.Subscription, GroupBuying, Topics]:
-    """The ingest group's consumer of the orders topic, and the application; `cleanup`
-    closes both, the application first.
+) -> tuple[KafkaConsumer, kafka_clients.Subscription, GroupBuying]:
+    """The ingest group's consumer of every site's orders topic, and the application;
+    `cleanup` closes both, the application first.
 
-    The consumer is made and subscribed first: it connects and learns of the topic in the
-    background while the topics and tables are set up. The group is joined once the caller
-    names its listener (`Subscription.start`) and polls.
+    The consumer is made and subscribed first: it connects and learns of the topics in the
+    background while the dead letters' topic and the tables are set up. The group is joined
+    once the caller names its listener (`Subscription.start`) and polls. A site registered
+    later is followed from the next metadata refresh (within `metadata_max_age_ms`, 10 s).
     """
     topics = Topics(settings.topic_prefix)
     consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
     cleanup.callback(consumer.close, autocommit=False)
-    subscription = kafka_clients.Subscription(consumer, [topics.orders])
-    kafka_clients.ensure_topics(settings, topics.ingest_topics())
+    subscription = kafka_clients.Subscription(consumer, pattern=topics.orders_pattern)
+    kafka_clients.ensure_topics(settings, [topics.orders_dlq])
     app = open_app(settings, **ONE_USER)
     cleanup.callback(app.close)
-    return consumer, subscription, app, topics
+    return consumer, subscription, app

@@ -7,6 +7,7 @@ import multiprocessing
 import signal
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from multiprocessing.connection import Connection
@@ -41,15 +42,25 @@ class WorkerDiedError(RuntimeError):
 def split_by_backlog(
     backlogs: dict[TopicPartition, int], workers: int
 ) -> list[list[TopicPartition]]:
-    """The partitions in `workers` shares of about equal backlog: the largest first, each to
-    the share with the least so far (of equal shares, the one with fewer partitions, then
-    the first; partitions of equal backlog in their order)."""
+    """The partitions in `workers` shares of about equal backlog.
+
+    Partitions of one number go to one share: every site's orders topic has the same
+    partitions, so a campaign's key is in the partition of that number in each of them, and
+    one worker alone then applies a campaign's orders (two would both load it and refuse
+    each other's saves). The numbers go by backlog, the largest first, each to the share
+    with the least so far (of equal shares, the one with fewer partitions, then the first;
+    numbers of equal backlog in their order).
+    """
+    numbers: dict[int, list[TopicPartition]] = defaultdict(list)
+    for partition in sorted(backlogs, key=lambda p: (p.partition, p.topic)):
+        numbers[partition.partition].append(partition)
+    load = {number: sum(backlogs[p] for p in group) for number, group in numbers.items()}
     shares: list[list[TopicPartition]] = [[] for _ in range(workers)]
     loads = [0] * workers
-    for partition in sorted(backlogs, key=lambda p: (-backlogs[p], p.topic, p.partition)):
+    for number in sorted(numbers, key=lambda n: (-load[n], n)):
         least = min(range(workers), key=lambda n: (loads[n], len(shares[n]), n))
-        shares[least].append(partition)
-        loads[least] += backlogs[partition]
+        shares[least].extend(numbers[number])
+        loads[least] += load[number]
     return shares
 
 
@@ -74,8 +85,8 @@ def run_ingest_workers(settings: Settings, stop: threading.Event, workers: int) 
     # On the way out: the workers let go, the app closes, the group is left, the workers stop.
     with ExitStack() as cleanup:
         cleanup.callback(_stop_all, group)
-        consumer, subscription, app, topics = join_ingest_group(settings, cleanup)
-        coordinator = Coordinator(consumer, app, group, topics.orders)
+        consumer, subscription, app = join_ingest_group(settings, cleanup)
+        coordinator = Coordinator(consumer, app, group)
         subscription.start(coordinator)
         cleanup.callback(coordinator.release)
         coordinator.run(stop)
@@ -110,10 +121,8 @@ class Worker:
 class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     """The group member: shares its partitions out, collects positions, watches workers."""
 
-    def __init__(
-        self, consumer: KafkaConsumer, app: GroupBuying, workers: list[Worker], topic: str
-    ) -> None:
-        self.consumer, self.app, self.workers, self.topic = consumer, app, workers, topic
+    def __init__(self, consumer: KafkaConsumer, app: GroupBuying, workers: list[Worker]) -> None:
+        self.consumer, self.app, self.workers = consumer, app, workers
         self.bounds: dict[TopicPartition, tuple[int, int]] = {}  # first and next offsets
         self.bounds_at = -BOUNDS_EVERY
         self.holding = False  # whether the workers were given partitions since the last release
@@ -195,10 +204,12 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             self.consumer.commit_async(message[1])
 
     def _look_at_bounds(self) -> None:
-        """Where each partition of the topic starts and ends, for the next assignment."""
+        """Where each partition of the sites' orders topics starts and ends, for the next
+        assignment."""
         partitions = [
-            TopicPartition(self.topic, number)
-            for number in sorted(self.consumer.partitions_for_topic(self.topic))
+            TopicPartition(topic, number)
+            for topic in sorted(self.consumer.subscription() or ())
+            for number in sorted(self.consumer.partitions_for_topic(topic) or ())
         ]
         firsts = self.consumer.beginning_offsets(partitions)
         ends = self.consumer.end_offsets(partitions)
@@ -242,12 +253,10 @@ def _work(
     with ExitStack() as cleanup:
         consumer = kafka_clients.consumer(settings, None)
         cleanup.callback(consumer.close, autocommit=False)
-        # Learnt while the coordinator joins the group, so that its first fetch goes at once.
-        kafka_clients.know_topics(consumer, [topics.orders])
         # The coordinator makes the tables before it can assign this worker anything.
         app = open_app(settings, **ONE_USER, CREATE_TABLE="n")
         cleanup.callback(app.close)
-        sink = IngestSink(app, topics.order_results, topics.orders_dlq)
+        sink = IngestSink(app, topics)
         loop = TrackedLoop(consumer, sink, MAX_RECORDS, commit=_reporter(pipe))
         unread: list[TopicPartition] = []  # assigned, but their stored positions not yet read
         while not stop.is_set():
@@ -267,6 +276,8 @@ def _work(
                 if assigned:  # not told to let go first: still, forget what it cached
                     loop.on_partitions_revoked(assigned)
                 consumer.assign(message[1])
+                # Asked for briefly apart, so that the first fetch goes at once.
+                kafka_clients.know_topics(consumer, sorted({tp.topic for tp in message[1]}))
                 unread = _seek_to_stored(loop, message[1])
             elif message[0] == "release":
                 unread = []

@@ -29,8 +29,9 @@ from infra.adapters import kafka_clients
 from infra.adapters.app import OUTBOX_TABLE, open_app, recorder_of
 from infra.adapters.event_store import OUTBOX_CHANNEL, SCHEMA_LOCK, outbox_headers
 from infra.adapters.table_follower import Connection, TableFollower
+from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import EVENT_MAX_BYTES, Topics
-from infra.services.relay_progress import Message, Progress, ProgressLog, TopicLimits
+from infra.services.relay_progress import Message, Progress, ProgressLog
 from infra.services.supervision import run_together
 from infra.settings import Settings
 from projections.wire import MESSAGE_TYPES, encode
@@ -60,7 +61,7 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
     """Publish campaign events, the results they give, and outbox rows until `stop`."""
     topics = Topics(settings.topic_prefix)
     kafka_clients.ensure_topics(
-        settings, [*topics.ingest_topics(), topics.campaign_events, topics.relay_progress]
+        settings, [topics.orders_dlq, topics.campaign_events, topics.relay_progress]
     )
     app = open_app(settings)
     create_parking(app)
@@ -72,7 +73,7 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
         limits,
         ProgressLog(settings, "campaign-events"),
         topics.campaign_events,
-        topics.order_results,
+        topics.site_results,
     )
     outbox = OutboxPublisher(
         schema,
@@ -100,6 +101,7 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
     finally:
         events.close()
         outbox.close()
+        limits.close()
         app.close()
 
 
@@ -201,7 +203,8 @@ class EventRelay(Publisher[Notification]):
     """Publishes every stored domain event to `groupbuy.campaign-events.v1`.
 
     It follows the notification log from the position it recorded. An event that answers an
-    order message also goes to `groupbuy.order-results.v1` as its result, so ingestion
+    order message also goes to its site's `groupbuy.order-results.<site_id>.v1` as its
+    result (`results_topic` names it), so ingestion
     stores one row per order, not an event and an outbox row. An event Kafka will never
     take is parked (PARKED_TABLE), and the position moves past it.
     """
@@ -213,7 +216,7 @@ class EventRelay(Publisher[Notification]):
         limits: TopicLimits,
         progress: ProgressLog,
         topic: str,
-        results_topic: str,
+        results_topic: Callable[[str], str],
     ) -> None:
         super().__init__(new_producer, limits, progress)
         self.app = app
@@ -450,9 +453,7 @@ class Sender(Generic[Row]):
         sent: list[Future] = []
         for index in indices:
             try:  # free unless raised (Python 3.11): the happy path costs nothing more
-                messages = self.messages(rows[index])
-                for message in messages:
-                    self._check_size(message)
+                messages = self._deliverable(self.messages(rows[index]))
             except Exception as error:  # a row that cannot be encoded, or is too large
                 if not is_refusal(error):
                     verdicts.stop_at(index, error)
@@ -468,13 +469,21 @@ class Sender(Generic[Row]):
                 break
         return sent
 
-    def _check_size(self, message: Message) -> None:
-        limit = self.limits.of(message.topic)
-        if message.size() > limit:
-            raise MessageSizeTooLargeError(
-                f"a message of {message.size()} bytes for {message.topic}, "
-                f"which takes {limit} bytes (max.message.bytes)"
-            )
+    def _deliverable(self, messages: list[Message]) -> list[Message]:
+        """The messages with a topic to go to, each within what its topic takes; one for an
+        unregistered site's topic is left out (TopicLimits), one too large refuses the row."""
+        kept = []
+        for message in messages:
+            limit = self.limits.of(message.topic)
+            if limit is None:
+                continue
+            if message.size() > limit:
+                raise MessageSizeTooLargeError(
+                    f"a message of {message.size()} bytes for {message.topic}, "
+                    f"which takes {limit} bytes (max.message.bytes)"
+                )
+            kept.append(message)
+        return kept
 
     @staticmethod
     def _send_message(producer: KafkaProducer, message: Message) -> Future:

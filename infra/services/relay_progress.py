@@ -14,10 +14,8 @@ import json
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaTimeoutError
 
 from infra.adapters import kafka_clients
@@ -30,7 +28,6 @@ FIRST_WINDOW = 64  # offsets read back from the end first; 16 times more each ti
 # A record batch of one record carries at most this much besides the record's own bytes
 # (61 bytes of batch header, a record's lengths and attributes, each header's lengths).
 RECORD_OVERHEAD, HEADER_OVERHEAD = 96, 10
-LIMIT = "max.message.bytes"
 
 
 @dataclass(frozen=True)
@@ -105,28 +102,3 @@ class ProgressLog:
                     if record.offset < end and record.key == self.key:
                         value = record.value
         return value
-
-
-class TopicLimits:
-    """The largest record batch each topic takes (`max.message.bytes`), asked of the brokers
-    once per topic: a topic made before groupbuy set its limit, or by hand, may take less."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.known: dict[str, int] = {}
-
-    def of(self, topic: str) -> int:
-        if topic not in self.known:
-            described = self._described(topic)
-            if described is None:  # not made yet: what groupbuy would make it with
-                return Topics(self.settings.topic_prefix).max_message_bytes(topic)
-            self.known[topic] = described
-        return self.known[topic]
-
-    def _described(self, topic: str) -> int | None:
-        wanted = ConfigResource(ConfigResourceType.TOPIC, topic, configs={LIMIT: None})
-        with closing(kafka_clients.admin(self.settings)) as admin:
-            described: Any = admin.describe_configs([wanted], config_filter="all")
-        entry = described.get("topic", {}).get(topic, {}).get(LIMIT)
-        # None: a topic not made yet; its send waits for it, and says so.
-        return None if entry is None else int(entry["value"])

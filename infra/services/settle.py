@@ -25,6 +25,7 @@ from domain.application import GroupBuying
 from domain.errors import UnknownCampaignError
 from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
+from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 from projections.live import check
@@ -112,7 +113,7 @@ class Settled:
 
 def run_settle(settings: Settings, stop: threading.Event) -> None:
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, [topics.campaign_events, topics.buyer_settlements])
+    kafka_clients.ensure_topics(settings, [topics.campaign_events])
     app = open_app(settings)
     settled = Settled(settings)
     failures = 0
@@ -137,14 +138,13 @@ class Settler:
 
     consumer: KafkaConsumer
     producer: KafkaProducer
-    admin: Any
+    limits: TopicLimits
 
     def __init__(self, settings: Settings, app: GroupBuying, settled: Settled) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.app = app
         self.settled = settled
-        self.supplier_topics: set[str] = set()
         self.committed = 0  # transactions committed in this run
 
     def run(self, stop: threading.Event) -> None:
@@ -160,8 +160,8 @@ class Settler:
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             )
             clients.callback(self.producer.close, timeout=10)
-            self.admin = kafka_clients.admin(self.settings)
-            clients.callback(self.admin.close)
+            self.limits = TopicLimits(self.settings)
+            clients.callback(self.limits.close)
             self.producer.init_transactions()
             self.settled.record()
             kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
@@ -225,16 +225,13 @@ class Settler:
                 raise ValueError(f"the event store has no campaign {event.campaign_id!r}") from None
             if campaign.closing is None:
                 raise ValueError(f"{event.campaign_id} is not closed in the event store")
-            supplier_topic = self._supplier_topic(campaign.definition.supplier_id)
-            buyers_topic = self.topics.buyer_settlements
-            return event.campaign_id, settlement_messages(campaign, supplier_topic, buyers_topic)
-
-    def _supplier_topic(self, supplier_id: str) -> str:
-        topic = self.topics.settlements(supplier_id)
-        if topic not in self.supplier_topics:
-            kafka_clients.create_topics(self.admin, self.topics, [topic])
-            self.supplier_topics.add(topic)
-        return topic
+            supplier_topic = self.topics.settlements(campaign.definition.supplier_id)
+            buyers_topic = self.topics.site_buyer_settlements
+            messages = settlement_messages(campaign, supplier_topic, buyers_topic)
+            # A supplier's or a site's topic is made when it registers (the supplier's also
+            # when its campaign opens); one missing is made now, but an unregistered site's,
+            # which nobody could read, is not: its settlements stay in the event store.
+            return event.campaign_id, [m for m in messages if self.limits.of(m.topic) is not None]
 
     def _read_again(self, records: list[ConsumerRecord]) -> None:
         """Seek each partition back to the first of `records` it has."""

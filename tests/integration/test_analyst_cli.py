@@ -30,7 +30,7 @@ from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
 from tests.support.builders import campaign, cancelled, order
-from tests.support.kafka_io import publish, read_json, wait_for
+from tests.support.kafka_io import make_site_topics, publish_orders, read_json, wait_for
 from tests.support.pipeline import groupbuy, running
 from tests.support.services import Services
 
@@ -98,7 +98,13 @@ def story(services: Services) -> Iterator[Story]:
     schema = f"test_{unique}"
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    settings = Settings(services.database_url, services.kafka_bootstrap, f"test-{unique}.", schema)
+    settings = Settings(
+        services.database_url,
+        services.kafka_bootstrap,
+        f"test-{unique}.",
+        schema,
+        services.kafka_security,
+    )
     try:
         yield tell(settings, f"story-{unique}", f"acme-{unique}")
     finally:
@@ -114,6 +120,7 @@ def tell(settings: Settings, campaign_id: str, supplier_id: str) -> Story:
     definition = campaign(campaign_id, max_per_buyer=None, deadline=stamp, supplier_id=supplier_id)
     app.open_campaign(definition, datetime.now(UTC))
     services = (run_ingest, run_relay, run_project, run_clock, run_settle)
+    make_site_topics(settings)
     snapshots = []
     with (
         running(services[0], settings),
@@ -127,7 +134,7 @@ def tell(settings: Settings, campaign_id: str, supplier_id: str) -> Story:
             messages = [order(campaign_id, *placed) for placed in wave]
             if wave is WAVES[-1]:
                 messages.append(cancelled(order(campaign_id, *WAVES[0][1])))
-            publish(settings, topics.orders, messages)
+            publish_orders(settings, messages)
             version += len(messages)
             snapshots.append(projected(settings, campaign_id, version))
         snapshots.append(projected(settings, campaign_id, version + 1))  # closed

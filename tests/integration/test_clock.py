@@ -22,13 +22,20 @@ from infra.services.clock import partition_for, run_clock
 from infra.services.ingest import run_ingest
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import publish, read_until, wait_for
+from tests.support.kafka_io import make_site_topics, publish, read_until, wait_for
 from tests.support.pipeline import running
+
+SITE = "site-a"  # the site whose orders these tests send, unless they say otherwise
+
+
+def mine(campaign_id: str, n: int) -> dict[str, object]:
+    """An order of SITE's, for its own topic."""
+    return placed(campaign_id, n, site_id=SITE)
 
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[GroupBuying]:
-    kafka_clients.ensure_topics(settings, Topics(settings.topic_prefix).ingest_topics())
+    make_site_topics(settings)
     application = open_app(settings)
     yield application
     application.close()
@@ -86,10 +93,10 @@ def logged(caplog: pytest.LogCaptureFixture, level: int, *words: str) -> bool:
 def test_orders_of_a_campaign_go_to_the_partition_the_clock_waits_on(
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    orders_topic = Topics(settings.topic_prefix).orders
+    orders_topic = Topics(settings.topic_prefix).site_orders(SITE)
     campaign_ids = [f"key-{unique}-{n}" for n in range(40)]
 
-    publish(settings, orders_topic, [placed(campaign_id, 0) for campaign_id in campaign_ids])
+    publish(settings, orders_topic, [mine(campaign_id, 0) for campaign_id in campaign_ids])
     records = read_until(settings, orders_topic, lambda rs: len(rs) >= len(campaign_ids), 30)
 
     assert {r.key.decode(): r.partition for r in records} == {
@@ -105,15 +112,15 @@ def test_a_partition_ingestion_has_not_caught_up_holds_back_only_its_campaigns(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(clock, "HELD_WARNING_AFTER", 1.0)
-    orders_topic = Topics(settings.topic_prefix).orders
+    orders_topic = Topics(settings.topic_prefix).site_orders(SITE)
     stalled, moving = on_distinct_partitions(f"held-{unique}", 2)
     deadline = open_until(app, stalled, 6)
     open_until(app, moving, 6)
     with running(run_ingest, settings):
-        publish(settings, orders_topic, [placed(moving, 1)])
+        publish(settings, orders_topic, [mine(moving, 1)])
         wait_for(lambda: count(app, moving, Campaign.CommitmentPlaced) == 1, 10, "the order")
     # Ingestion has stopped: this order, appended before the deadline, waits in its partition.
-    publish(settings, orders_topic, [placed(stalled, 1)])
+    publish(settings, orders_topic, [mine(stalled, 1)])
     assert datetime.now(UTC) < deadline, "the test was too slow to publish before the deadline"
 
     with running(run_clock, settings):
@@ -131,14 +138,14 @@ def test_a_partition_ingestion_has_not_caught_up_holds_back_only_its_campaigns(
 def test_transaction_markers_on_a_quiet_partition_do_not_hold_a_campaign_back(
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    orders_topic = Topics(settings.topic_prefix).orders
+    orders_topic = Topics(settings.topic_prefix).site_orders(SITE)
     campaign_id = f"txn-{unique}"
     deadline = open_until(app, campaign_id, 4)
     for n, commit in ((1, True), (2, False)):
         producer = kafka_clients.transactional_producer(settings, f"test-{unique}-{n}")
         producer.init_transactions()
         producer.begin_transaction()
-        message = json.dumps(placed(campaign_id, n)).encode()
+        message = json.dumps(mine(campaign_id, n)).encode()
         producer.send(orders_topic, key=campaign_id.encode(), value=message)
         producer.flush()
         if commit:
@@ -158,13 +165,13 @@ def test_transaction_markers_on_a_quiet_partition_do_not_hold_a_campaign_back(
 def test_an_open_transaction_holds_its_campaign_back_until_it_commits(
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    orders_topic = Topics(settings.topic_prefix).orders
+    orders_topic = Topics(settings.topic_prefix).site_orders(SITE)
     campaign_id = f"open-txn-{unique}"
     deadline = open_until(app, campaign_id, 3)
     producer = kafka_clients.transactional_producer(settings, f"test-{unique}")
     producer.init_transactions()
     producer.begin_transaction()
-    message = json.dumps(placed(campaign_id, 1)).encode()
+    message = json.dumps(mine(campaign_id, 1)).encode()
     producer.send(orders_topic, key=campaign_id.encode(), value=message)
     producer.flush()  # appended before the deadline, committed after it
 
@@ -181,7 +188,7 @@ def test_an_open_transaction_holds_its_campaign_back_until_it_commits(
 def test_a_clock_whose_host_runs_ahead_waits_for_the_brokers_time(
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    orders_topic = Topics(settings.topic_prefix).orders
+    orders_topic = Topics(settings.topic_prefix).site_orders(SITE)
     campaign_id = f"skew-{unique}"
     deadline = open_until(app, campaign_id, 5)
 
@@ -194,7 +201,7 @@ def test_a_clock_whose_host_runs_ahead_waits_for_the_brokers_time(
     with running(run_ingest, settings), running(run_clock_ahead, settings):
         # By its host's time the deadline passed a minute ago; by the broker's, not yet.
         wait_for(lambda: datetime.now(UTC) > deadline - timedelta(seconds=1.5), 10, "a moment")
-        publish(settings, orders_topic, [placed(campaign_id, 1)])
+        publish(settings, orders_topic, [mine(campaign_id, 1)])
         wait_for(lambda: len(events(app, campaign_id)) > 1, 10, "the order to be applied")
         wait_for(lambda: closed(app, campaign_id), 15, "the campaign to close")
 
@@ -203,24 +210,46 @@ def test_a_clock_whose_host_runs_ahead_waits_for_the_brokers_time(
     assert close.timestamp >= deadline
 
 
-def test_a_clock_that_cannot_find_the_orders_topic_closes_nothing_and_says_so(
-    settings: Settings,
-    unique: str,
-    clock_log: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_site_registered_while_the_clock_runs_holds_back_its_campaigns_too(
+    settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    monkeypatch.setattr(clock, "UNKNOWN_TOPIC_RETRY", 0.5)
     topics = Topics(settings.topic_prefix)
-    app = open_app(settings)  # and no orders topic yet
-    campaign_id = f"unknown-{unique}"
-    open_until(app, campaign_id, 1)
+    campaign_id = f"newcomer-{unique}"
+    newcomer = f"late-{unique}"
+    deadline = open_until(app, campaign_id, 4)
 
     with running(run_clock, settings):
-        wait_for(lambda: logged(clock_log, logging.ERROR, topics.orders), 10, "an error")
+        # A new site's topic and a timely order on it, while no ingestion runs.
+        make_site_topics(settings, [newcomer])
+        order = placed(campaign_id, 1, site_id=newcomer)
+        publish(settings, topics.site_orders(newcomer), [order])
+        wait_for(lambda: datetime.now(UTC) > deadline + timedelta(seconds=2), 10, "a moment")
         assert not closed(app, campaign_id)
-        kafka_clients.ensure_topics(settings, topics.ingest_topics())
-        wait_for(lambda: closed(app, campaign_id), 15, "the campaign to close")
-    app.close()
+        with running(run_ingest, settings):
+            wait_for(lambda: closed(app, campaign_id), 20, "the campaign to close")
+
+    assert count(app, campaign_id, Campaign.CommitmentPlaced) == 1  # applied late, yet accepted
+
+
+def test_a_sites_topic_kafka_cannot_describe_closes_nothing_and_says_so(
+    settings: Settings, app: GroupBuying, unique: str, clock_log: pytest.LogCaptureFixture
+) -> None:
+    # Listed, then gone (deleted) by the time the clock asks for its partitions.
+    ghost = Topics(settings.topic_prefix).site_orders(f"ghost-{unique}")
+    campaign_id = f"ghost-{unique}"
+    deadline = open_until(app, campaign_id, 60)  # taken as due: ready() is told so
+    offsets = kafka_clients.reader(settings, isolation_level="read_uncommitted")
+    reader = kafka_clients.reader(settings)
+    try:
+        progress = clock.IngestProgress(
+            app, offsets, lambda: [ghost], clock.PartitionReader(reader)
+        )
+        assert progress.ready([(campaign_id, deadline)]) == []
+    finally:
+        offsets.close()
+        reader.close()
+
+    assert logged(clock_log, logging.ERROR, ghost, "no campaign closes at its deadline")
 
 
 def test_orders_deleted_before_ingestion_applied_them_no_longer_hold_a_campaign_back(
@@ -230,11 +259,11 @@ def test_orders_deleted_before_ingestion_applied_them_no_longer_hold_a_campaign_
     kafka_admin: KafkaAdminClient,
     clock_log: pytest.LogCaptureFixture,
 ) -> None:
-    orders_topic = Topics(settings.topic_prefix).orders
+    orders_topic = Topics(settings.topic_prefix).site_orders(SITE)
     campaign_id = f"trimmed-{unique}"
     open_until(app, campaign_id, 2)
     partition = TopicPartition(orders_topic, partition_of(campaign_id))
-    publish(settings, orders_topic, [placed(campaign_id, n) for n in range(2)])
+    publish(settings, orders_topic, [mine(campaign_id, n) for n in range(2)])
     kafka_admin.delete_records({partition: 2})
 
     with running(run_clock, settings):  # ingestion never ran

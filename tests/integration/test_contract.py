@@ -13,7 +13,14 @@ from infra.services.relay import run_relay
 from infra.services.settle import run_settle
 from infra.settings import Settings
 from tests.support.builders import campaign, cancelled, order, placed
-from tests.support.kafka_io import publish, read_json, read_until
+from tests.support.kafka_io import (
+    buyers_topics,
+    make_site_topics,
+    publish_orders,
+    read_json,
+    read_until,
+    results_topics,
+)
 from tests.support.pipeline import running
 from tests.support.schemas import BUYERS, EVENTS, RESULTS, SCHEMA_FILES, SUPPLIER, problems
 
@@ -72,17 +79,20 @@ def test_every_message_the_services_write_matches_its_schema(
     supplier = f"acme-{unique}"
     won, lost, off = open_three_campaigns(settings, unique, supplier)
     orders = orders_of_every_kind(unique, won, lost)
+    forged = order(won, "site-b", "b5", 1, None)  # sent by site-c: answered site_mismatch
 
+    make_site_topics(settings)
     with (
         running(run_ingest, settings),
         running(run_relay, settings),
         running(run_clock, settings),
         running(run_settle, settings),
     ):
-        publish(settings, topics.orders, [*orders, NOT_JSON])
+        publish_orders(settings, orders)
+        publish_orders(settings, [forged, NOT_JSON], site="site-c")
         settlements = read_json(settings, topics.settlements(supplier), 3, timeout=90)
-        buyers = read_json(settings, topics.buyer_settlements, 2, timeout=30)
-        results = read_json(settings, topics.order_results, len(orders), timeout=30)
+        buyers = read_json(settings, buyers_topics(settings), 2, timeout=30)
+        results = read_json(settings, results_topics(settings), len(orders) + 1, timeout=30)
         events = read_json(settings, topics.campaign_events, EVENTS_WRITTEN, timeout=30)
         (dead,) = read_until(settings, topics.orders_dlq, lambda rs: bool(rs), timeout=30)
 
@@ -97,4 +107,5 @@ def test_every_message_the_services_write_matches_its_schema(
     assert dead.value == NOT_JSON
     headers = dict(dead.headers)
     assert headers["error"].startswith(b"not JSON")
-    assert headers["source.topic"] == topics.orders.encode()
+    assert headers["source.topic"] == topics.site_orders("site-c").encode()
+    assert {"site_mismatch", "unknown_campaign"} <= {r.get("reason") for r in results}

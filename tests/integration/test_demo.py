@@ -13,18 +13,22 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.adapters.topics import Topics
+from infra.cli.demo.sites import SITES
 from infra.settings import Settings
+from tests.support.kafka_io import site_client
 from tests.support.pipeline import GROUPBUY
 
 
-def everything(settings: Settings, topic: str) -> list[Any]:
-    """Every committed record of `topic` up to its end as it is now."""
+def everything(settings: Settings, *topics: str) -> list[Any]:
+    """Every committed record of `topics` up to their ends as they are now."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        isolation_level="read_committed",
+        **site_client(settings), group_id=None, isolation_level="read_committed"
     )
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
     ends = consumer.end_offsets(partitions)
@@ -32,7 +36,7 @@ def everything(settings: Settings, topic: str) -> list[Any]:
     deadline = time.monotonic() + 30
     try:
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            assert time.monotonic() < deadline, f"could not read {topics} to their ends"
             for batch in consumer.poll(timeout_ms=200).values():
                 records.extend(batch)
     finally:
@@ -40,10 +44,10 @@ def everything(settings: Settings, topic: str) -> list[Any]:
     return records
 
 
-def messages(settings: Settings, topic: str, campaign_id: str) -> list[dict[str, Any]]:
+def messages(settings: Settings, topics: list[str], campaign_id: str) -> list[dict[str, Any]]:
     return [
         m
-        for m in (json.loads(r.value) for r in everything(settings, topic))
+        for m in (json.loads(r.value) for r in everything(settings, *topics))
         if m.get("campaign_id") == campaign_id
     ]
 
@@ -82,7 +86,8 @@ def test_the_demo_ends_with_a_purchase_order_matching_the_orders_its_sites_sent(
     campaign_id = printed["campaign_id"]
 
     # What the sites sent, what groupbuy answered, and the campaign as opened: all from Kafka.
-    sent = [json.loads(r.value) for r in everything(settings, topics.orders) if _json(r.value)]
+    orders = [topics.site_orders(site) for site in SITES]
+    sent = [json.loads(r.value) for r in everything(settings, *orders) if _json(r.value)]
     placed = {
         m["order_id"]: m
         for m in sent
@@ -90,12 +95,12 @@ def test_the_demo_ends_with_a_purchase_order_matching_the_orders_its_sites_sent(
         and m["campaign_id"] == campaign_id
         and isinstance(m["quantity"], int)
     }
-    results = messages(settings, topics.order_results, campaign_id)
+    results = messages(settings, [topics.site_results(site) for site in SITES], campaign_id)
     accepted = {r["order_id"] for r in results if r["type"] == "order.accepted"}
     withdrawn = {r["order_id"] for r in results if r["type"] == "order.cancelled"}
     opened, *_ = [  # a redelivered copy is the same event
         e
-        for e in messages(settings, topics.campaign_events, campaign_id)
+        for e in messages(settings, [topics.campaign_events], campaign_id)
         if e["type"] == "campaign.opened"
     ]
     standing = [placed[order_id] for order_id in sorted(accepted - withdrawn)]
@@ -119,9 +124,14 @@ def test_the_demo_ends_with_a_purchase_order_matching_the_orders_its_sites_sent(
     assert withdrawn
     assert any(r["type"] == "order.rejected" for r in results)
     assert any(r.key == campaign_id.encode() for r in everything(settings, topics.orders_dlq))
-    (supplier_order,) = messages(settings, topics.settlements("acme"), campaign_id)
+    (supplier_order,) = messages(settings, [topics.settlements("acme")], campaign_id)
     assert supplier_order == printed
-    settlements = messages(settings, topics.buyer_settlements, campaign_id)
+    buyers = [topics.site_buyer_settlements(site) for site in SITES]
+    settlements = messages(settings, buyers, campaign_id)
+    # Each site's settlements reach its own topic only.
+    for site in SITES:
+        theirs = messages(settings, [topics.site_buyer_settlements(site)], campaign_id)
+        assert {s["site_id"] for s in theirs} <= {site}
     assert len(settlements) == len(standing)
     assert sum(Decimal(s["amount"]) for s in settlements) == Decimal(printed["total"])
 

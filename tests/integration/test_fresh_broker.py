@@ -16,9 +16,9 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from infra.local.kafka import LocalKafka
-from infra.settings import Settings
+from infra.settings import KafkaSecurity, Settings
 from tests.support.builders import campaign
-from tests.support.pipeline import GROUPBUY, groupbuy
+from tests.support.pipeline import GROUPBUY, child_env, groupbuy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,11 +70,14 @@ def test_the_demo_runs_on_a_broker_that_has_just_started(
 ) -> None:
     # A schema beside the test's own, so the test's clean-up drops it too.
     fresh = replace(
-        settings, kafka_bootstrap=fresh_kafka, database_schema=f"{settings.database_schema}_demo"
+        settings,
+        kafka_bootstrap=fresh_kafka,
+        kafka_security=KafkaSecurity(),  # the fresh broker speaks plain text
+        database_schema=f"{settings.database_schema}_demo",
     )
     demo = subprocess.run(
         [GROUPBUY, "demo", "--speed", "10", "--orders", "60", "--no-live", "--json"],
-        env=os.environ | fresh.as_env(),
+        env=child_env(fresh),
         capture_output=True,
         text=True,
         timeout=90,

@@ -17,8 +17,15 @@ from infra.adapters.topics import Topics
 from infra.services.ingest import run_ingest
 from infra.services.relay import run_relay
 from infra.settings import Settings
-from tests.support.builders import campaign, cancelled, placed
-from tests.support.kafka_io import publish, read_json, read_until, wait_for
+from tests.support.builders import SITES, campaign, cancelled, placed
+from tests.support.kafka_io import (
+    make_site_topics,
+    publish_orders,
+    read_json,
+    read_until,
+    results_topics,
+    wait_for,
+)
 from tests.support.pipeline import running
 
 
@@ -32,7 +39,6 @@ def app(settings: Settings) -> Iterator[GroupBuying]:
 def test_orders_over_several_campaigns_are_stored_once_with_one_result_each(
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    topics = Topics(settings.topic_prefix)
     campaign_ids = [f"c{n}-{unique}" for n in range(3)]
     for campaign_id in campaign_ids:
         app.open_campaign(campaign(campaign_id), datetime.now(UTC))
@@ -41,9 +47,10 @@ def test_orders_over_several_campaigns_are_stored_once_with_one_result_each(
     orders += [placed(f"nowhere-{unique}", 1000)]  # unknown campaign
     orders += orders[:25]  # redelivered by a site: the same order_id again
 
+    make_site_topics(settings)
     with running(run_ingest, settings), running(run_relay, settings):
-        publish(settings, topics.orders, orders)
-        results = read_json(settings, topics.order_results, len(orders))
+        publish_orders(settings, orders)
+        results = read_json(settings, results_topics(settings), len(orders))
 
     assert len(results) == len(orders)
     assert Counter(r["order_id"] for r in results) == Counter(o["order_id"] for o in orders)
@@ -84,10 +91,12 @@ def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on
         placed(campaign_id, 6, quantity=2),  # and the consumer still accepts good orders
     ]
 
+    make_site_topics(settings)
     with running(run_ingest, settings), running(run_relay, settings):
-        publish(settings, topics.orders, malformed + well_formed)
+        publish_orders(settings, malformed, site=SITES[0])
+        publish_orders(settings, well_formed)
         dead = read_until(settings, topics.orders_dlq, lambda rs: len(rs) >= len(malformed))
-        results = read_json(settings, topics.order_results, len(well_formed))
+        results = read_json(settings, results_topics(settings), len(well_formed))
 
     assert [r.value for r in dead] == malformed
     errors = [dict(r.headers)["error"].decode() for r in dead]
@@ -107,7 +116,7 @@ def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on
         assert expected in error
     for record in dead:
         headers = dict(record.headers)
-        assert headers["source.topic"] == topics.orders.encode()
+        assert headers["source.topic"] == topics.site_orders(SITES[0]).encode()
         assert int(headers["source.offset"]) >= 0
     verdicts = {r["order_id"]: (r["type"], r.get("reason")) for r in results}
     assert verdicts == {
@@ -120,7 +129,6 @@ def test_malformed_messages_go_to_the_dlq_byte_for_byte_and_ingestion_carries_on
 def test_every_rejection_reason_reaches_the_site_as_a_result(
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
-    topics = Topics(settings.topic_prefix)
     now = datetime.now(UTC)
     ids = {name: f"{name}-{unique}" for name in ("main", "future", "stock", "closing", "cutoff")}
     app.open_campaign(campaign(ids["main"], max_per_buyer=2), now)
@@ -142,24 +150,68 @@ def test_every_rejection_reason_reaches_the_site_as_a_result(
         (cancelled(placed(ids["main"], 5)), "cancellation.rejected", "unknown_order"),
         (placed(f"none-{unique}", 6), "order.rejected", "unknown_campaign"),
         (placed(ids["future"], 7), "order.rejected", "not_open"),
-        (placed(ids["stock"], 8, quantity=3), "order.accepted", None),
-        (placed(ids["stock"], 9, quantity=3), "order.rejected", "exceeds_stock"),
-        (placed(ids["stock"], 10, quantity=2), "order.accepted", None),
-        (placed(ids["stock"], 11), "order.rejected", "sold_out"),
+        # One site's, so that they share its topic's partition too.
+        (placed(ids["stock"], 8, quantity=3, site_id="site-a"), "order.accepted", None),
+        (placed(ids["stock"], 9, quantity=3, site_id="site-a"), "order.rejected", "exceeds_stock"),
+        (placed(ids["stock"], 10, quantity=2, site_id="site-a"), "order.accepted", None),
+        (placed(ids["stock"], 11, site_id="site-a"), "order.rejected", "sold_out"),
         (cutoff_order, "order.accepted", None),
         (cancelled(cutoff_order), "cancellation.rejected", "cutoff_passed"),
     ]
     late = placed(ids["closing"], 12)
 
     wait_for(lambda: datetime.now(UTC) > now + timedelta(seconds=1), what="the cutoff")
+    make_site_topics(settings)
     with running(run_ingest, settings), running(run_relay, settings):
-        publish(settings, topics.orders, [message for message, _, _ in expected])
-        results = read_json(settings, topics.order_results, len(expected))
+        publish_orders(settings, [message for message, _, _ in expected])
+        results = read_json(settings, results_topics(settings), len(expected))
         wait_for(lambda: datetime.now(UTC) > deadline, what="the deadline")
-        publish(settings, topics.orders, [late])
-        results = read_json(settings, topics.order_results, len(expected) + 1)
+        publish_orders(settings, [late])
+        results = read_json(settings, results_topics(settings), len(expected) + 1)
 
     verdicts = [(r["order_id"], r["type"], r.get("reason")) for r in results]
     for message, kind, reason in expected:
         assert (message["order_id"], kind, reason) in verdicts
     assert (late["order_id"], "order.rejected", "campaign_closed") in verdicts
+
+
+def test_each_site_writes_in_its_own_name_only_and_a_new_site_is_followed_at_once(
+    settings: Settings, app: GroupBuying, unique: str
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    campaign_id = f"tenants-{unique}"
+    app.open_campaign(campaign(campaign_id), datetime.now(UTC))
+    forged = placed(campaign_id, 1, site_id="site-b", order_id="site-b:forged")
+    unnamed = {k: v for k, v in placed(campaign_id, 2).items() if k != "site_id"}
+    newcomer = f"new-{unique}"
+
+    make_site_topics(settings)
+    with running(run_ingest, settings), running(run_relay, settings):
+        # Both on site-a's topic: one names site-b, the other names no site.
+        publish_orders(settings, [forged, unnamed], site="site-a")
+        answers = read_json(settings, topics.site_results("site-a"), 2)
+        # A site registered while ingestion runs: its topics made now, no restart.
+        make_site_topics(settings, [newcomer])
+        publish_orders(settings, [placed(campaign_id, 3, site_id=newcomer)], site=newcomer)
+        (theirs,) = read_json(settings, topics.site_results(newcomer), 1, timeout=60)
+
+    by_order = {answer["order_id"]: answer for answer in answers}
+    assert by_order["site-b:forged"] == {
+        "type": "order.rejected",
+        "order_id": "site-b:forged",
+        "site_id": "site-b",
+        "campaign_id": campaign_id,
+        "reason": "site_mismatch",
+    }
+    assert by_order[unnamed["order_id"]]["type"] == "order.accepted"
+    assert by_order[unnamed["order_id"]]["site_id"] == "site-a"
+    assert (theirs["type"], theirs["site_id"]) == ("order.accepted", newcomer)
+    assert read_json(settings, topics.site_results("site-b"), 1, timeout=2) == []
+    stored = open_app(settings)
+    try:
+        commitments = stored.get_campaign(campaign_id).commitments.values()
+        assert sorted((c.site_id, c.order_id) for c in commitments) == sorted(
+            [("site-a", unnamed["order_id"]), (newcomer, placed(campaign_id, 3)["order_id"])]
+        )
+    finally:
+        stored.close()

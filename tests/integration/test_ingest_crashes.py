@@ -16,13 +16,18 @@ from typing import Any
 import pytest
 
 from domain.campaign import Campaign
-from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
-from infra.adapters.topics import Topics
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import publish, read_json, read_until, wait_for
+from tests.support.kafka_io import (
+    make_site_topics,
+    publish_orders,
+    read_json,
+    read_until,
+    results_topics,
+    wait_for,
+)
 from tests.support.pipeline import ServiceProcess, alive, running
 
 ORDERS = 4000
@@ -37,8 +42,7 @@ def campaign_ids(settings: Settings, unique: str) -> list[str]:
         # No per-buyer limit and no stock cap: every order must end up accepted.
         app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
     app.close()
-    topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, topics.ingest_topics())
+    make_site_topics(settings)
     return ids
 
 
@@ -64,11 +68,10 @@ class Stream:
 
     def trickle(self) -> threading.Thread:
         """Publish in small chunks, so that crashes land in the middle of the stream."""
-        topic = Topics(self.settings.topic_prefix).orders
 
         def trickle() -> None:
             for start in range(0, len(self.orders), 100):
-                publish(self.settings, topic, self.orders[start : start + 100])
+                publish_orders(self.settings, self.orders[start : start + 100])
 
         thread = threading.Thread(target=trickle)
         thread.start()
@@ -78,12 +81,12 @@ class Stream:
         wait_for(lambda: self.result_count() >= ORDERS // 4, what="a quarter of the results")
 
     def result_count(self) -> int:
-        topic = Topics(self.settings.topic_prefix).order_results
-        return len(read_until(self.settings, topic, lambda _: False, 0.5))
+        topics = results_topics(self.settings)
+        return len(read_until(self.settings, topics, lambda _: False, 0.5))
 
     def assert_each_order_stored_once(self) -> None:
         settings, orders = self.settings, self.orders
-        results = read_json(settings, Topics(settings.topic_prefix).order_results, len(orders), 120)
+        results = read_json(settings, results_topics(settings), len(orders), 120)
         # Results are at least once: a crash may repeat one, never change it or lose it.
         assert {r["order_id"] for r in results} == {o["order_id"] for o in orders}
         assert {r["type"] for r in results} == {"order.accepted"}

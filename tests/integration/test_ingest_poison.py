@@ -20,17 +20,17 @@ import consumers.loop
 from consumers.batch import RawHeaderKey
 from consumers.loop import read_raw_header_keys
 from domain.application import GroupBuying
-from infra.adapters import kafka_clients
 from infra.adapters.app import OUTBOX_TABLE, open_app
 from infra.adapters.topics import Topics
 from infra.services.ingest import run_ingest
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import produce_raw, read_json
+from tests.support.kafka_io import make_site_topics, produce_raw, read_json
 from tests.support.pipeline import running
 
 Headers = list[tuple[str, bytes | None]]
+SITE = "site-a"  # every record here is one site's, in one partition of its topic
 NOT_UTF8 = RawHeaderKey(b"\xffk\xfe".decode("utf-8", "surrogateescape"))
 
 
@@ -42,7 +42,7 @@ def app(settings: Settings) -> Iterator[GroupBuying]:
 
 
 class Publisher:
-    """Sends to partition 0 of the orders topic, in producer batches, and knows the offsets."""
+    """Sends to partition 0 of a site's orders topic, in producer batches, and knows the offsets."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
@@ -117,18 +117,18 @@ def test_poison_records_reach_the_dlq_byte_for_byte_and_every_order_gets_one_res
     settings: Settings, app: GroupBuying, unique: str
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, topics.ingest_topics())
+    make_site_topics(settings, [SITE])
     campaign_id = f"poison-{unique}"
     app.open_campaign(campaign(campaign_id), datetime.now(UTC))
-    orders = [placed(campaign_id, n) for n in range(8)]
+    orders = [placed(campaign_id, n, site_id=SITE) for n in range(8)]
     poison: dict[bytes, Headers] = {
-        with_surrogate(placed(campaign_id, 100), "site_id"): [("trace", b"s-1")],
-        with_surrogate(placed(campaign_id, 101), "order_id"): [],
+        with_surrogate(placed(campaign_id, 100, site_id=SITE), "site_id"): [("trace", b"s-1")],
+        with_surrogate(placed(campaign_id, 101, site_id=SITE), "order_id"): [],
         b'{"type": "order.placed", "quantity": ': [("null", None), ("trace", b"n-1")],
         b"not json": [("a\x00b", b"\x00nul\x00")],
         b"[1, 2": [(NOT_UTF8, b"raw"), ("trace", b"r-1")],
     }
-    publisher = Publisher(settings, topics.orders)
+    publisher = Publisher(settings, topics.site_orders(SITE))
     # One producer batch, poison records between valid orders (these too with a raw name).
     poisoned = list(poison.items())
     for n, order in enumerate(orders):
@@ -136,13 +136,13 @@ def test_poison_records_reach_the_dlq_byte_for_byte_and_every_order_gets_one_res
         if n < len(poisoned):
             publisher.send(*poisoned[n])
     offsets = publisher.offsets()
-    last = placed(campaign_id, 50)
+    last = placed(campaign_id, 50, site_id=SITE)
 
     with running(run_ingest, settings), running(run_relay, settings):
         dead = read_dead_letters(settings, topics.orders_dlq, len(poison))
         publisher.send(json.dumps(last).encode())  # after the poison: ingest still runs
         publisher.flush()
-        results = read_json(settings, topics.order_results, len(orders) + 1, timeout=30)
+        results = read_json(settings, topics.site_results(SITE), len(orders) + 1, timeout=30)
     publisher.close()
 
     assert Counter(r["order_id"] for r in results) == Counter(
@@ -166,12 +166,12 @@ def test_a_record_kafka_python_cannot_read_is_set_aside_as_a_stub_and_ingest_goe
     # Without its header names read raw, kafka-python's poll() raises for such a record.
     monkeypatch.setattr(consumers.loop, "read_raw_header_keys", lambda consumer: False)
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, topics.ingest_topics())
+    make_site_topics(settings, [SITE])
     campaign_id = f"stub-{unique}"
     app.open_campaign(campaign(campaign_id), datetime.now(UTC))
-    before, after = placed(campaign_id, 1), placed(campaign_id, 2)
-    unreadable = json.dumps(placed(campaign_id, 3)).encode()
-    publisher = Publisher(settings, topics.orders)
+    before, after = placed(campaign_id, 1, site_id=SITE), placed(campaign_id, 2, site_id=SITE)
+    unreadable = json.dumps(placed(campaign_id, 3, site_id=SITE)).encode()
+    publisher = Publisher(settings, topics.site_orders(SITE))
     for value, headers in [
         (json.dumps(before).encode(), []),
         (unreadable, [(NOT_UTF8, b"x")]),
@@ -183,7 +183,7 @@ def test_a_record_kafka_python_cannot_read_is_set_aside_as_a_stub_and_ingest_goe
     publisher.close()
 
     with running(run_ingest, settings), running(run_relay, settings):
-        results = read_json(settings, topics.order_results, 2, timeout=30)
+        results = read_json(settings, topics.site_results(SITE), 2, timeout=30)
         (stub,) = read_dead_letters(settings, topics.orders_dlq, 1)
 
     assert sorted(r["order_id"] for r in results) == sorted([before["order_id"], after["order_id"]])
@@ -197,7 +197,7 @@ def test_outbox_rows_written_before_header_names_were_hex_still_publish(
     settings: Settings, app: GroupBuying
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, topics.ingest_topics())
+    make_site_topics(settings, [SITE])
     outbox = Identifier(settings.database_schema, OUTBOX_TABLE)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -14,10 +15,10 @@ def create_topic(admin: KafkaAdminClient, name: str, partitions: int = 1) -> str
     return name
 
 
-def read_all(bootstrap: str, topic: str, isolation_level: str) -> list[bytes]:
+def read_all(options: dict[str, Any], topic: str, isolation_level: str) -> list[bytes]:
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **options,
         group_id=None,
         auto_offset_reset="earliest",
         isolation_level=isolation_level,
@@ -44,27 +45,25 @@ def test_broker_speaks_apache_kafka_4_3(
 
 
 def test_idempotent_producer_delivers_each_message_once(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, topic_prefix: str
+    kafka_options: dict[str, Any], kafka_admin: KafkaAdminClient, topic_prefix: str
 ) -> None:
     topic = create_topic(kafka_admin, topic_prefix + "idempotent")
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True, acks="all")
+    producer = KafkaProducer(**kafka_options, enable_idempotence=True, acks="all")
     for n in range(100):
         producer.send(topic, key=b"k", value=str(n).encode())
     producer.flush()
     producer.close()
 
-    received = read_all(kafka_bootstrap, topic, "read_uncommitted")
+    received = read_all(kafka_options, topic, "read_uncommitted")
 
     assert received == [str(n).encode() for n in range(100)]
 
 
 def test_read_committed_consumer_never_sees_aborted_messages(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, topic_prefix: str
+    kafka_options: dict[str, Any], kafka_admin: KafkaAdminClient, topic_prefix: str
 ) -> None:
     topic = create_topic(kafka_admin, topic_prefix + "transactions", partitions=2)
-    producer = KafkaProducer(
-        bootstrap_servers=kafka_bootstrap, transactional_id=topic_prefix + "tx"
-    )
+    producer = KafkaProducer(**kafka_options, transactional_id=topic_prefix + "tx")
     producer.init_transactions()
     producer.begin_transaction()
     for key in (b"a", b"b"):
@@ -77,8 +76,8 @@ def test_read_committed_consumer_never_sees_aborted_messages(
     producer.commit_transaction()
     producer.close()
 
-    committed = read_all(kafka_bootstrap, topic, "read_committed")
-    everything = read_all(kafka_bootstrap, topic, "read_uncommitted")
+    committed = read_all(kafka_options, topic, "read_committed")
+    everything = read_all(kafka_options, topic, "read_uncommitted")
 
     assert committed == [b"committed", b"committed"]
     assert sorted(everything) == [b"aborted", b"aborted", b"committed", b"committed"]

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from kafka import TopicPartition
@@ -25,11 +26,12 @@ from infra.services.project import run_project
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import publish, read_json, wait_for
+from tests.support.kafka_io import make_site_topics, publish, read_json, wait_for
 from tests.support.pipeline import running
 from tests.support.read_models import projected_version
 
 FIRST, LATER = 5, 3
+SITE = "site-a"  # every order here is one site's, so that offsets are in one partition
 
 
 def make_again(settings: Settings, topic: str) -> None:
@@ -46,6 +48,10 @@ def make_again(settings: Settings, topic: str) -> None:
     raise AssertionError(f"{topic} could not be made again")
 
 
+def mine(campaign_id: str, numbers: range) -> list[dict[str, Any]]:
+    return [placed(campaign_id, n, site_id=SITE) for n in numbers]
+
+
 def open_one(settings: Settings, campaign_id: str) -> None:
     app = open_app(settings)
     app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
@@ -58,19 +64,24 @@ def test_orders_of_a_topic_made_again_are_answered_not_skipped(
     topics = Topics(settings.topic_prefix)
     campaign_id = f"again-{unique}"
     open_one(settings, campaign_id)
+    make_site_topics(settings, [SITE])
     with running(run_ingest, settings), running(run_relay, settings):
-        publish(settings, topics.orders, [placed(campaign_id, n) for n in range(FIRST)])
-        read_json(settings, topics.order_results, FIRST)
-    make_again(settings, topics.orders)
+        publish(
+            settings,
+            topics.site_orders(SITE),
+            mine(campaign_id, range(FIRST)),
+        )
+        read_json(settings, topics.site_results(SITE), FIRST)
+    make_again(settings, topics.site_orders(SITE))
 
-    later = [placed(campaign_id, n) for n in range(FIRST, FIRST + LATER)]
+    later = mine(campaign_id, range(FIRST, FIRST + LATER))
     with (
         caplog.at_level(logging.ERROR, logger="consumers.loop"),
         running(run_ingest, settings),
         running(run_relay, settings),
     ):
-        publish(settings, topics.orders, later)
-        results = read_json(settings, topics.order_results, FIRST + LATER)
+        publish(settings, topics.site_orders(SITE), later)
+        results = read_json(settings, topics.site_results(SITE), FIRST + LATER)
 
     answered = sorted(r["order_id"] for r in results[FIRST:])
     assert answered == sorted(o["order_id"] for o in later)
@@ -84,21 +95,28 @@ def test_orders_deleted_before_they_were_read_are_named_and_the_rest_answered(
     topics = Topics(settings.topic_prefix)
     campaign_id = f"trimmed-{unique}"
     open_one(settings, campaign_id)
+    make_site_topics(settings, [SITE])
     with running(run_ingest, settings), running(run_relay, settings):
-        publish(settings, topics.orders, [placed(campaign_id, n) for n in range(FIRST)])
-        read_json(settings, topics.order_results, FIRST)
-    later = [placed(campaign_id, n) for n in range(FIRST, FIRST + LATER)]
-    publish(settings, topics.orders, later)
+        publish(
+            settings,
+            topics.site_orders(SITE),
+            mine(campaign_id, range(FIRST)),
+        )
+        read_json(settings, topics.site_results(SITE), FIRST)
+    later = mine(campaign_id, range(FIRST, FIRST + LATER))
+    publish(settings, topics.site_orders(SITE), later)
     partition = partition_for(campaign_id.encode(), partitions_from_env())
     with kafka_clients.admin(settings) as admin:  # as retention would, before ingest read them
-        admin.delete_records({TopicPartition(topics.orders, partition): FIRST + LATER - 1})
+        admin.delete_records(
+            {TopicPartition(topics.site_orders(SITE), partition): FIRST + LATER - 1}
+        )
 
     with (
         caplog.at_level(logging.ERROR, logger="consumers.loop"),
         running(run_ingest, settings),
         running(run_relay, settings),
     ):
-        results = read_json(settings, topics.order_results, FIRST + 1)
+        results = read_json(settings, topics.site_results(SITE), FIRST + 1)
 
     assert [r["order_id"] for r in results[FIRST:]] == [later[-1]["order_id"]]
     assert f"offsets {FIRST} to {FIRST + LATER - 2} were deleted" in caplog.text
@@ -110,13 +128,18 @@ def test_the_projector_stops_at_a_campaign_events_topic_made_again(
     topics = Topics(settings.topic_prefix)
     campaign_id = f"events-{unique}"
     open_one(settings, campaign_id)
+    make_site_topics(settings, [SITE])
     with (
         running(run_ingest, settings),
         running(run_relay, settings),
         running(run_project, settings),
     ):
-        publish(settings, topics.orders, [placed(campaign_id, n) for n in range(FIRST)])
-        read_json(settings, topics.order_results, FIRST)
+        publish(
+            settings,
+            topics.site_orders(SITE),
+            mine(campaign_id, range(FIRST)),
+        )
+        read_json(settings, topics.site_results(SITE), FIRST)
         wait_for(lambda: projected_version(settings) == FIRST + 1, what="the events projected")
     make_again(settings, topics.campaign_events)
 

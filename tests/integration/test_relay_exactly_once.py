@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from domain.outcomes import Order
 from infra.adapters import kafka_clients
 from infra.adapters.app import OUTBOX_TABLE, open_app, recorder_of
+from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import MESSAGE_MAX_BYTES, Topics
 from infra.services.relay import (
     PARKED_TABLE,
@@ -28,10 +29,10 @@ from infra.services.relay import (
     create_parking,
     publisher_producer,
 )
-from infra.services.relay_progress import Progress, ProgressLog, TopicLimits
+from infra.services.relay_progress import Progress, ProgressLog
 from infra.settings import Settings
 from tests.support.builders import campaign
-from tests.support.kafka_io import read_until
+from tests.support.kafka_io import make_site_topics, read_until
 
 ROWS = 10
 SHRUNK = {"max.message.bytes": "4096"}  # less than one batch of small records (16 KiB)
@@ -70,7 +71,7 @@ def event_relay(settings: Settings, app: Any) -> EventRelay:
         TopicLimits(settings),
         ProgressLog(settings, "campaign-events"),
         topics.campaign_events,
-        topics.order_results,
+        topics.site_results,
     )
 
 
@@ -78,7 +79,8 @@ def test_outbox_rows_kafka_committed_are_not_sent_again_by_the_next_relay(
     settings: Settings,
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, [*topics.ingest_topics(), topics.relay_progress])
+    make_site_topics(settings, ["site-a"])
+    kafka_clients.ensure_topics(settings, [topics.relay_progress])
     app = open_app(settings)
     create_parking(app)
     schema = settings.database_schema
@@ -87,7 +89,9 @@ def test_outbox_rows_kafka_committed_are_not_sent_again_by_the_next_relay(
         insert = SQL("INSERT INTO {} (topic, key, value, headers) VALUES (%s, %s, %s, %s)")
         for n in range(ROWS):
             value = b"x" * (MESSAGE_MAX_BYTES + 1) if n == 3 else f"result-{n}".encode()
-            conn.execute(insert.format(outbox), (topics.order_results, b"k", value, Jsonb([])))
+            conn.execute(
+                insert.format(outbox), (topics.site_results("site-a"), b"k", value, Jsonb([]))
+            )
         first = outbox_publisher(settings)
         dying(first)
         with pytest.raises(Killed):
@@ -102,7 +106,7 @@ def test_outbox_rows_kafka_committed_are_not_sent_again_by_the_next_relay(
         parked_rows = conn.execute(SQL("SELECT outbox_id, error FROM {}").format(parked))
         parked_rows = parked_rows.fetchall()
     app.close()
-    results = read_until(settings, topics.order_results, lambda rs: False, timeout=3)
+    results = read_until(settings, topics.site_results("site-a"), lambda rs: False, timeout=3)
 
     assert left_by_the_dead == ROWS
     assert published_again == 0
@@ -118,9 +122,8 @@ def test_events_kafka_committed_are_not_sent_again_by_the_next_relay(
     settings: Settings, unique: str
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(
-        settings, [*topics.ingest_topics(), topics.campaign_events, topics.relay_progress]
-    )
+    make_site_topics(settings, ["site-a"])
+    kafka_clients.ensure_topics(settings, [topics.campaign_events, topics.relay_progress])
     app = open_app(settings)
     create_parking(app)
     campaign_id = f"once-{unique}"
@@ -145,7 +148,7 @@ def test_events_kafka_committed_are_not_sent_again_by_the_next_relay(
         recorded = conn.execute(position, (POSITION,)).fetchone()
     app.close()
     events = read_until(settings, topics.campaign_events, lambda rs: False, timeout=3)
-    results = read_until(settings, topics.order_results, lambda rs: False, timeout=1)
+    results = read_until(settings, topics.site_results("site-a"), lambda rs: False, timeout=1)
 
     assert recorded_by_the_dead is None
     assert published_again == 0

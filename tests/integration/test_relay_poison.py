@@ -9,9 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import pytest
 from eventsourcing.utils import get_topic
-from kafka.errors import KafkaTimeoutError
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
@@ -19,6 +17,7 @@ from domain.campaign import Campaign
 from domain.outcomes import Order
 from infra.adapters import kafka_clients
 from infra.adapters.app import OUTBOX_TABLE, open_app, recorder_of
+from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import DEAD_LETTER_MAX_BYTES, EVENT_MAX_BYTES, MiB, Topics
 from infra.services.relay import (
     PARKED_TABLE,
@@ -27,10 +26,10 @@ from infra.services.relay import (
     publisher_producer,
     run_relay,
 )
-from infra.services.relay_progress import ProgressLog, TopicLimits
+from infra.services.relay_progress import ProgressLog
 from infra.settings import Settings
 from tests.support.builders import campaign
-from tests.support.kafka_io import read_until, wait_for
+from tests.support.kafka_io import make_site_topics, read_until, wait_for
 from tests.support.pipeline import running
 
 MARKER = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # a placed_at to find in the stored row
@@ -126,6 +125,8 @@ def test_rows_kafka_will_never_take_are_parked_and_the_rest_arrive_once_each(
     settings: Settings, unique: str
 ) -> None:
     topics = Topics(settings.topic_prefix)
+    results_topic = topics.site_results("site-a")  # the site of every order placed here
+    make_site_topics(settings, ["site-a"])
     campaign_id = f"poison-{unique}"
     store = Store(settings)
     store.app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
@@ -140,21 +141,21 @@ def test_rows_kafka_will_never_take_are_parked_and_the_rest_arrive_once_each(
     for n in range(4, 7):
         store.place(campaign_id, n)
     for n in range(RESULTS_BEFORE):
-        store.insert_outbox(topics.order_results, f"site-{n}".encode(), f"before-{n}".encode())
+        store.insert_outbox(results_topic, b"campaign", f"before-{n}".encode())
     too_large = b"x" * (DEAD_LETTER_MAX_BYTES + 64 * 1024)  # parked: larger than the DLQ takes
     store.insert_outbox(topics.orders_dlq, b"raw", too_large)
     for n in range(RESULTS_AFTER):
-        store.insert_outbox(topics.order_results, f"site-{n}".encode(), f"after-{n}".encode())
+        store.insert_outbox(results_topic, b"campaign", f"after-{n}".encode())
     versions = list(range(1, 9))  # opened, and 7 commitments placed
     results = RESULTS_BEFORE + RESULTS_AFTER + 7
 
     with running(run_relay, settings):
         wait_for(lambda: len(store.parked_rows()) == 3, timeout=60, what="three parked rows")
         wait_for(lambda: store.outbox_rows() == 0, timeout=30, what="an empty outbox")
-        read_until(settings, topics.order_results, lambda rs: len(rs) >= results, timeout=30)
+        read_until(settings, results_topic, lambda rs: len(rs) >= results, timeout=30)
         # Anything sent twice would come within this while, the relay still running.
         events = read_until(settings, topics.campaign_events, lambda rs: False, timeout=3)
-        answers = read_until(settings, topics.order_results, lambda rs: False, timeout=1)
+        answers = read_until(settings, results_topic, lambda rs: False, timeout=1)
         dead = read_until(settings, topics.orders_dlq, lambda rs: False, timeout=1)
     parked = store.parked_rows()
     store.close()
@@ -181,41 +182,50 @@ def test_rows_kafka_will_never_take_are_parked_and_the_rest_arrive_once_each(
     assert "MessageSizeTooLargeError" in dead_letter[4]
 
 
-def test_a_row_kafka_cannot_take_yet_stops_the_outbox_there_and_what_went_before_is_not_resent(
+def test_a_registered_sites_missing_topic_is_made_and_an_unregistered_sites_is_not(
     settings: Settings, unique: str
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    not_yet = f"{settings.topic_prefix}groupbuy.not-yet.v1"  # no such topic, for now
-    kafka_clients.ensure_topics(settings, [topics.order_results, topics.relay_progress])
+    results = topics.site_results("site-a")
+    late, ghost = f"late-{unique}", f"ghost-{unique}"
+    # `late` is registered (its orders topic exists) but its results topic was deleted by
+    # hand; `ghost` was never registered, so it has sent no order through Kafka.
+    kafka_clients.ensure_topics(
+        settings, [results, topics.site_orders(late), topics.relay_progress]
+    )
     store = Store(settings)
     create_parking(store.app)
+    chosen = {5: topics.site_results(late), 7: topics.site_results(ghost)}
     for n in range(10):
-        topic = not_yet if n == 5 else topics.order_results
-        store.insert_outbox(topic, f"site-{n}".encode(), f"result-{n}".encode())
-    # The relay's producer, but one that waits a second, not a minute, for a topic's metadata.
-    new_producer = publisher_producer(settings, "outbox", max_block_ms=1000)
+        store.insert_outbox(chosen.get(n, results), b"campaign", f"result-{n}".encode())
+    limits = TopicLimits(settings)
     publisher = OutboxPublisher(
         settings.database_schema,
         OUTBOX_TABLE,
-        new_producer,
-        TopicLimits(settings),
+        publisher_producer(settings, "outbox"),
+        limits,
         ProgressLog(settings, "outbox"),
     )
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        with pytest.raises(KafkaTimeoutError):
-            publisher(conn)
-        left = store.outbox_rows()
-        kafka_clients.ensure_topics(settings, [not_yet])
         published = publisher(conn)
+        published_again = publisher(conn)
     publisher.close()
-    after = read_until(settings, topics.order_results, lambda rs: len(rs) >= 9, timeout=10)
-    late = read_until(settings, not_yet, lambda rs: bool(rs), timeout=10)
+    limits.close()
+    after = read_until(settings, results, lambda rs: len(rs) >= 8, timeout=10)
+    made = read_until(settings, topics.site_results(late), lambda rs: bool(rs), timeout=10)
+    admin = kafka_clients.admin(settings)
+    try:
+        names = set(admin.list_topics())
+        (described,) = admin.describe_topics([topics.site_results(late)])
+    finally:
+        admin.close()
+    parked, left = store.parked_rows(), store.outbox_rows()
     store.close()
 
-    assert left == 5  # the row that failed, and those behind it
-    assert published == 5
+    assert (published, published_again, parked, left) == (10, 0, [], 0)
     sent = Counter(record.value for record in after)
-    assert {sent[f"result-{n}".encode()] for n in range(5)} == {1}  # not sent again
-    assert {sent[f"result-{n}".encode()] for n in range(6, 10)} == {1}
-    assert [record.value for record in late] == [b"result-5"]
+    assert sent == Counter(f"result-{n}".encode() for n in range(10) if n not in chosen)
+    assert [record.value for record in made] == [b"result-5"]
+    assert len(described["partitions"]) == topics.partitions(results)  # groupbuy's settings
+    assert topics.site_results(ghost) not in names  # nothing made, nothing sent

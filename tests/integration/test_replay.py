@@ -25,7 +25,13 @@ from infra.services.relay import run_relay
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
 from tests.support.builders import burst, campaign
-from tests.support.kafka_io import publish, read_until, wait_for
+from tests.support.kafka_io import (
+    make_site_topics,
+    publish_orders,
+    read_until,
+    results_topics,
+    wait_for,
+)
 from tests.support.pipeline import groupbuy, running
 from tests.support.read_models import (
     live_rows,
@@ -70,9 +76,10 @@ def campaign_ids(settings: Settings, unique: str) -> Iterator[list[str]]:
     app.open_campaign(campaign(ids[3], maximum_quantity=30, max_per_buyer=None), now)
     app.close()
     messages = burst(ids, 400)
+    make_site_topics(settings)
     with running(run_ingest, settings), running(run_relay, settings):
         with running(run_project, settings):
-            publish(settings, Topics(settings.topic_prefix).orders, messages)
+            publish_orders(settings, messages)
             wait_for(
                 lambda: stored_version(settings, ids) > len(messages),
                 what="the orders stored",
@@ -138,15 +145,15 @@ def test_verify_lists_what_differs_and_swap_repairs_it_while_orders_flow(
         running(run_relay, settings),
         running(run_project, settings),
     ):
-        publish(settings, Topics(settings.topic_prefix).orders, more[:150])
+        publish_orders(settings, more[:150])
         code, swapped = replay(settings, "--swap")
-        publish(settings, Topics(settings.topic_prefix).orders, more[150:])
+        publish_orders(settings, more[150:])
 
         def all_answered(records: list[Any]) -> bool:
             later = sum(json.loads(r.value)["order_id"].startswith("more:") for r in records)
             return later >= len(more)
 
-        results = read_until(settings, Topics(settings.topic_prefix).order_results, all_answered)
+        results = read_until(settings, results_topics(settings), all_answered)
         assert all_answered(results), "not every later order was answered"
         caught_up(settings, campaign_ids)
 

@@ -7,10 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from infra.adapters.app import open_app
-from infra.adapters.topics import Topics
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import publish, read_json, wait_for
+from tests.support.kafka_io import (
+    make_site_topics,
+    publish_orders,
+    read_json,
+    results_topics,
+    wait_for,
+)
 from tests.support.pipeline import ServiceProcess
 from tests.support.read_models import projected_version
 
@@ -22,11 +27,12 @@ def test_run_takes_an_order_to_the_read_model_and_stops_on_sigterm(
     app = open_app(settings)
     app.open_campaign(campaign(campaign_id), datetime.now(UTC))
     app.close()
+    make_site_topics(settings)
     run = ServiceProcess("run", settings, tmp_path / "run.log")
     processes.append(run)
 
-    publish(settings, Topics(settings.topic_prefix).orders, [placed(campaign_id, 1)])
-    (result,) = read_json(settings, Topics(settings.topic_prefix).order_results, 1)
+    publish_orders(settings, [placed(campaign_id, 1)])
+    (result,) = read_json(settings, results_topics(settings), 1)
     wait_for(lambda: projected_version(settings) == 2, what="the order in the read model")
     run.process.send_signal(signal.SIGTERM)
 

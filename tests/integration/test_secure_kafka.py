@@ -25,7 +25,13 @@ from infra.services.relay import run_relay
 from infra.services.settle import run_settle
 from infra.settings import KafkaSecurity, Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import publish, read_json, wait_for
+from tests.support.kafka_io import (
+    make_site_topics,
+    publish_orders,
+    read_json,
+    results_topics,
+    wait_for,
+)
 from tests.support.pipeline import running
 
 ORDERS = 3
@@ -55,16 +61,16 @@ def secured(settings: Settings, broker: LocalSecureKafka) -> Settings:
 def test_the_services_place_orders_and_answer_them_over_sasl_ssl(
     secured: Settings, unique: str
 ) -> None:
-    topics = Topics(secured.topic_prefix)
     campaign_id = f"secure-{unique}"
     app = open_app(secured)
     app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
     app.close()
     orders = [placed(campaign_id, n) for n in range(ORDERS)]
 
+    make_site_topics(secured)
     with running(run_ingest, secured), running(run_relay, secured):
-        publish(secured, topics.orders, orders)
-        results = read_json(secured, topics.order_results, ORDERS)
+        publish_orders(secured, orders)
+        results = read_json(secured, results_topics(secured), ORDERS)
 
     assert sorted(r["order_id"] for r in results) == sorted(o["order_id"] for o in orders)
     assert {r["type"] for r in results} == {"order.accepted"}
@@ -114,12 +120,13 @@ class Tenant:
             "sasl_plain_password": password_file.read_text().strip(),
         }
 
-    def write(self, topic: str) -> None:
+    def write(self, topic: str, values: list[bytes] | None = None, key: bytes = b"k") -> None:
         producer = KafkaProducer(
             bootstrap_servers=self.bootstrap, max_block_ms=10_000, **self.options
         )
         try:
-            producer.send(topic, key=b"k", value=b"{}").get(timeout=10)
+            for value in values or [b"{}"]:
+                producer.send(topic, key=key, value=value).get(timeout=10)
         finally:
             producer.close(timeout=2)
 
@@ -193,6 +200,42 @@ def test_each_site_and_supplier_reaches_its_own_topics_and_nothing_else(
     assert {t.tenant_id for t in registry.registered("site")} >= {site_a, site_b}
 
 
+def test_a_site_places_orders_and_reads_its_answers_and_settlements_with_its_own_credentials(
+    secured: Settings, unique: str, tmp_path: Path
+) -> None:
+    topics = Topics(secured.topic_prefix)
+    site, campaign_id = f"shop-{unique}", f"mine-{unique}"
+    Registry(secured).register("site", site, tmp_path / site)
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    app = open_app(secured)
+    stamp = deadline.isoformat().replace("+00:00", "Z")
+    app.open_campaign(campaign(campaign_id, minimum_quantity=1, deadline=stamp), datetime.now(UTC))
+    app.close()
+    shop = Tenant(secured, site, tmp_path / site)
+    orders = [placed(campaign_id, n, site_id=site, order_id=f"{site}:{n}") for n in range(ORDERS)]
+    forged = placed(campaign_id, 9, site_id="site-b", order_id="site-b:9")  # in another's name
+
+    with (
+        running(run_ingest, secured),
+        running(run_relay, secured),
+        running(run_clock, secured),
+        running(run_settle, secured),
+    ):
+        values = [json.dumps(message).encode() for message in [*orders, forged]]
+        shop.write(topics.site_orders(site), values, key=campaign_id.encode())
+        buyers = topics.site_buyer_settlements(site)
+        wait_for(lambda: len(shop.read(buyers)) >= ORDERS, timeout=120, what="settlements")
+    answers = [json.loads(value) for value in shop.read(topics.site_results(site))]
+    settlements = [json.loads(value) for value in shop.read(buyers)]
+
+    verdicts = {(a["order_id"], a["type"], a.get("reason")) for a in answers}
+    assert verdicts == {(o["order_id"], "order.accepted", None) for o in orders} | {
+        ("site-b:9", "order.rejected", "site_mismatch")
+    }
+    assert sorted(s["order_id"] for s in settlements) == sorted(o["order_id"] for o in orders)
+    assert {(s["type"], s["site_id"]) for s in settlements} == {("commitment.filled", site)}
+
+
 def test_a_supplier_reads_its_purchase_order_with_its_own_credentials(
     secured: Settings, unique: str, tmp_path: Path
 ) -> None:
@@ -210,6 +253,7 @@ def test_a_supplier_reads_its_purchase_order_with_its_own_credentials(
     app.open_campaign(definition, datetime.now(UTC))
     app.close()
     maker = Tenant(secured, supplier, tmp_path / supplier)
+    make_site_topics(secured)
 
     with (
         running(run_ingest, secured),
@@ -217,7 +261,7 @@ def test_a_supplier_reads_its_purchase_order_with_its_own_credentials(
         running(run_clock, secured),
         running(run_settle, secured),
     ):
-        publish(secured, topics.orders, [placed(campaign_id, n) for n in range(ORDERS)])
+        publish_orders(secured, [placed(campaign_id, n) for n in range(ORDERS)])
         wait_for(lambda: bool(maker.read(topics.settlements(supplier))), timeout=120)
     (issued,) = [json.loads(value) for value in maker.read(topics.settlements(supplier))]
 

@@ -26,7 +26,7 @@ from infra.services.settle import Settled, transactional_id
 from infra.settings import Settings
 from projections.wire import encode
 from tests.support.builders import campaign
-from tests.support.kafka_io import read_until
+from tests.support.kafka_io import buyers_topics, make_site_topics, read_until
 from tests.support.pipeline import ServiceProcess
 
 
@@ -40,7 +40,8 @@ def closed(
     settings: Settings, supplier: str, ids: list[str], orders: int, close: bool = True
 ) -> list[dict[str, Any]]:
     """Campaigns with `orders` commitments each, closed in the event store; their events as
-    the relay sends them to the campaign-events topic."""
+    the relay sends them to the campaign-events topic. Their site, site-a, is registered."""
+    make_site_topics(settings, ["site-a"])
     app = open_app(settings)
     now = datetime.now(UTC)
     messages: list[dict[str, Any]] = []
@@ -92,7 +93,7 @@ def test_settle_killed_mid_stream_and_restarted_sends_each_message_once_without_
     orders = read_until(
         settings, topics.settlements(supplier), lambda rs: len(rs) >= len(campaign_ids), 60
     )
-    buyers = read_until(settings, topics.buyer_settlements, lambda rs: len(rs) >= 6000, 30)
+    buyers = read_until(settings, buyers_topics(settings), lambda rs: len(rs) >= 6000, 30)
     took = time.monotonic() - restarted
     late = read_until(settings, topics.settlements(supplier), lambda rs: False, timeout=2)
 
@@ -124,7 +125,8 @@ def test_a_restarted_settle_fences_the_transaction_its_predecessor_left_open(
     settings: Settings, unique: str, processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    kafka_clients.ensure_topics(settings, [topics.buyer_settlements])
+    buyers_topic = topics.site_buyer_settlements("site-a")  # the site of every order here
+    kafka_clients.ensure_topics(settings, [buyers_topic])
     # A settle that died mid-transaction, as the same instance: its transaction stays open.
     predecessor = subprocess.Popen(
         [
@@ -133,7 +135,7 @@ def test_a_restarted_settle_fences_the_transaction_its_predecessor_left_open(
             DANGLING,
             settings.kafka_bootstrap,
             transactional_id(settings),
-            topics.buyer_settlements,
+            buyers_topic,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -147,7 +149,7 @@ def test_a_restarted_settle_fences_the_transaction_its_predecessor_left_open(
     send(settings, closed(settings, f"acme-{unique}", [f"fence-{unique}"], orders=5))
 
     processes.append(ServiceProcess("settle", settings, tmp_path / "settle.log"))
-    buyers = read_until(settings, topics.buyer_settlements, lambda rs: len(rs) >= 5, 25)
+    buyers = read_until(settings, buyers_topic, lambda rs: len(rs) >= 5, 25)
 
     assert len(buyers) == 5  # not held back for the 120 s of the open transaction
 

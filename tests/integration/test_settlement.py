@@ -23,7 +23,14 @@ from infra.services.relay import run_relay
 from infra.services.settle import run_settle
 from infra.settings import Settings
 from tests.support.builders import campaign, order
-from tests.support.kafka_io import publish, read_json, read_until, wait_for
+from tests.support.kafka_io import (
+    buyers_topics,
+    make_site_topics,
+    publish_orders,
+    read_json,
+    read_until,
+    wait_for,
+)
 from tests.support.pipeline import ServiceProcess, running
 
 
@@ -40,6 +47,7 @@ def open_closing_soon(
 
 @pytest.fixture
 def pipeline(settings: Settings) -> Iterator[None]:
+    make_site_topics(settings)
     with running(run_ingest, settings), running(run_relay, settings), running(run_clock, settings):
         yield
 
@@ -62,9 +70,9 @@ def test_the_supplier_gets_one_purchase_order_and_each_buyer_a_settlement(
     ]
 
     with running(run_settle, settings):
-        publish(settings, topics.orders, orders)
+        publish_orders(settings, orders)
         supplier = read_json(settings, topics.settlements(f"acme-{unique}"), 1, timeout=60)
-        buyers = read_json(settings, topics.buyer_settlements, len(orders), timeout=30)
+        buyers = read_json(settings, buyers_topics(settings), len(orders), timeout=30)
 
     (purchase_order,) = supplier
     assert purchase_order == purchase_order | {
@@ -88,6 +96,12 @@ def test_the_supplier_gets_one_purchase_order_and_each_buyer_a_settlement(
     assert [b["buyer_id"] for b in released] == ["b6"]
     assert released[0]["amount"] == "0.00"
     assert read_until(settings, other_supplier, lambda rs: bool(rs), timeout=2) == []
+    # Each site's settlements on its own topic, keyed by the campaign.
+    for site, count in (("site-a", 1), ("site-b", 2), ("site-c", 3)):
+        theirs = read_until(settings, topics.site_buyer_settlements(site), lambda rs: False, 1)
+        assert [(r.key, json.loads(r.value)["site_id"]) for r in theirs] == [
+            (campaign_id.encode(), site)
+        ] * count
 
 
 def test_a_campaign_below_its_minimum_fails_and_releases_everyone(
@@ -99,9 +113,9 @@ def test_a_campaign_below_its_minimum_fails_and_releases_everyone(
     orders = [order(campaign_id, "site-a", f"b{n}", 2, None) for n in range(3)]
 
     with running(run_settle, settings):
-        publish(settings, topics.orders, orders)
+        publish_orders(settings, orders)
         (failed,) = read_json(settings, topics.settlements(f"acme-{unique}"), 1, timeout=60)
-        buyers = read_json(settings, topics.buyer_settlements, len(orders), timeout=30)
+        buyers = read_json(settings, buyers_topics(settings), len(orders), timeout=30)
 
     assert failed == failed | {
         "type": "campaign.failed",
@@ -120,9 +134,8 @@ def test_settle_killed_at_random_points_still_issues_each_purchase_order_once(
     campaign_ids = [f"k{n}-{unique}" for n in range(30)]
     for campaign_id in campaign_ids:
         open_closing_soon(settings, campaign_id, 3, supplier_id=supplier, minimum_quantity=1)
-    publish(
+    publish_orders(
         settings,
-        topics.orders,
         [order(c, "site-a", f"b{n}", 1 + n % 3, None) for c in campaign_ids for n in range(20)],
     )
     rng = random.Random(11)

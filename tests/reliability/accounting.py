@@ -19,11 +19,12 @@ from domain.outcomes import CloseOutcome
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
+from tests.support.builders import SITES
 from tests.support.faults import OrderStream
-from tests.support.kafka_io import until
+from tests.support.kafka_io import Topic, buyers_topics, results_topics, until
 from tests.support.read_models import live_rows, projected_version, rebuilt_rows, stored_version
 
-# Keys of the order-results topic: (site_id, order_id, result type).
+# Keys of the sites' order-results topics: (site_id, order_id, result type).
 ResultKey = tuple[str, str, str]
 OrderKey = tuple[str, str]
 
@@ -31,10 +32,11 @@ OrderKey = tuple[str, str]
 
 
 class TopicReader:
-    """Every record of a topic from its start, read with read_committed and kept."""
+    """Every record of a topic (or of each topic of a list, read as one) from its start,
+    read with read_committed and kept."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.topic = topic
+    def __init__(self, settings: Settings, topic: Topic) -> None:
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.records: list[ConsumerRecord] = []
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -49,15 +51,17 @@ class TopicReader:
         self.consumer.close()
 
     def catch_up(self, timeout: float = 30.0) -> bool:
-        """Read up to the topic's present end (its last stable offset); False if it took
+        """Read up to each topic's present end (its last stable offset); False if it took
         longer than `timeout` (an open transaction holds readers back)."""
         deadline = time.monotonic() + timeout
         if not self.partitions:
-            found = self.consumer.partitions_for_topic(self.topic)
-            if not found:
-                self.consumer.topics()  # ask for metadata; the topic may not exist yet
+            found = {topic: self.consumer.partitions_for_topic(topic) for topic in self.topics}
+            if not all(found.values()):
+                self.consumer.topics()  # ask for metadata; a topic may not exist yet
                 return False
-            self.partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
+            self.partitions = [
+                TopicPartition(topic, p) for topic in self.topics for p in sorted(found[topic])
+            ]
             self.consumer.assign(self.partitions)
             self.consumer.seek_to_beginning(*self.partitions)
         ends = self.consumer.end_offsets(self.partitions)
@@ -83,7 +87,7 @@ class TopicReader:
 
 
 @contextmanager
-def readers(settings: Settings, *topics: str) -> Iterator[list[TopicReader]]:
+def readers(settings: Settings, *topics: Topic) -> Iterator[list[TopicReader]]:
     opened = [TopicReader(settings, topic) for topic in topics]
     try:
         yield opened
@@ -92,7 +96,7 @@ def readers(settings: Settings, *topics: str) -> Iterator[list[TopicReader]]:
             reader.close()
 
 
-# --- What the results must be: the orders topic replayed by the contract's rules -------------
+# --- What the results must be: the sites' orders topics replayed by the contract's rules ----
 
 
 @dataclass
@@ -109,13 +113,14 @@ def expected_outcomes(
     records: Iterable[ConsumerRecord], deadlines: dict[str, datetime]
 ) -> Expected:
     """Each order message's result, from its append time and what came before it in its
-    partition: no per-buyer limit and no stock cap, so an order appended before its
-    campaign's deadline is accepted, and a cancellation withdraws an accepted order."""
+    partition of its site's orders topic: no per-buyer limit and no stock cap, so an order
+    appended before its campaign's deadline is accepted, and a cancellation withdraws an
+    accepted order."""
     expected = Expected(
         accepted={c: set() for c in deadlines}, withdrawn={c: set() for c in deadlines}
     )
     verdicts: dict[OrderKey, str] = {}
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+    for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
         message = json.loads(record.value)
         campaign_id = message["campaign_id"]
         key = (message["site_id"], message["order_id"])
@@ -149,13 +154,36 @@ def examples(counter: Counter[Any], limit: int = 5) -> str:
 # --- The checks: each raises AssertionError saying exactly what is wrong ----------------------
 
 
-def check_orders_topic(acknowledged: list[dict[str, Any]], orders: list[ConsumerRecord]) -> None:
-    """The harness's own footing: the orders topic holds every message Kafka acknowledged."""
-    on_topic = Counter(
-        (m["site_id"], m["order_id"], m["type"]) for m in (json.loads(r.value) for r in orders)
+def check_orders_topic(
+    acknowledged: list[dict[str, Any]],
+    orders: list[ConsumerRecord],
+    site_orders: Callable[[str], str],
+) -> None:
+    """The harness's own footing: each site's orders topic (`site_orders` names it) holds
+    every message of that site Kafka acknowledged."""
+    sent = Counter(
+        (site_orders(m["site_id"]), m["site_id"], m["order_id"], m["type"]) for m in acknowledged
     )
-    lost = Counter((m["site_id"], m["order_id"], m["type"]) for m in acknowledged) - on_topic
-    assert not lost, f"the orders topic lacks {len(lost)} acknowledged messages: {examples(lost)}"
+    on_topic = Counter((r.topic, *message_key(json.loads(r.value))) for r in orders)
+    lost = sent - on_topic
+    assert not lost, f"the orders topics lack {len(lost)} acknowledged messages: {examples(lost)}"
+
+
+def message_key(message: dict[str, Any]) -> ResultKey:
+    return (message["site_id"], message["order_id"], message["type"])
+
+
+def check_own_topics(
+    what: str, records: list[ConsumerRecord], site_topic: Callable[[str], str]
+) -> None:
+    """(f) Each result or buyer settlement is on the topic of the site it is for
+    (`site_topic` names it): no site reads another's."""
+    astray = Counter(
+        (r.topic, *message_key(m))
+        for r, m in ((r, json.loads(r.value)) for r in records)
+        if r.topic != site_topic(m["site_id"])
+    )
+    assert not astray, f"{what} on another site's topic: {examples(astray)}"
 
 
 def check_results(expected: Expected, results: list[dict[str, Any]]) -> None:
@@ -335,7 +363,7 @@ class Figures:
 
     orders: int  # order.placed messages acknowledged
     cancels: int  # order.cancelled messages acknowledged
-    on_topic: int  # order messages on the topic (a resend may have written one twice)
+    on_topic: int  # order messages on the sites' topics (a resend may have written one twice)
     resends: int
     late: int  # appended at or after their campaign's deadline
     accepted: int
@@ -345,7 +373,7 @@ class Figures:
     def __str__(self) -> str:
         return (
             f"{self.orders} orders and {self.cancels} cancellations acknowledged "
-            f"({self.on_topic} on the topic, {self.resends} sent again, {self.late} late); "
+            f"({self.on_topic} on the topics, {self.resends} sent again, {self.late} late); "
             f"{self.accepted} accepted, {self.withdrawn} withdrawn; closed and settled "
             f"{self.seconds_to_settle:.0f} s after the stream"
         )
@@ -360,9 +388,10 @@ def account(
     ended = time.monotonic()
     topics = Topics(settings.topic_prefix)
     campaign_ids = list(deadlines)
-    names = (topics.orders, topics.order_results, topics.settlements("acme"))
-    with readers(settings, *names, topics.buyer_settlements) as (orders, results, po, buyers):
-        assert orders.catch_up(timeout), "could not read the orders topic to its end"
+    orders_topics = [topics.site_orders(site) for site in SITES]  # the stream's sites
+    names = (orders_topics, results_topics(settings), topics.settlements("acme"))
+    with readers(settings, *names, buyers_topics(settings)) as (orders, results, po, buyers):
+        assert orders.catch_up(timeout), "could not read the sites' orders topics to their end"
         expected = expected_outcomes(orders.records, deadlines)
         until(lambda: all_closed(settings, campaign_ids), timeout)
         po.wait_for(lambda rs: len(rs) >= len(campaign_ids), timeout)
@@ -376,11 +405,15 @@ def account(
             reader.catch_up()  # after the read models' wait: a repeat published late shows too
         failures += failed(
             [
-                lambda: check_orders_topic(stream.acknowledged, orders.records),
+                lambda: check_orders_topic(stream.acknowledged, orders.records, topics.site_orders),
                 lambda: check_results(expected, results.messages()),
                 lambda: check_store(expected, stored),
                 lambda: check_purchase_orders(stored, po.messages()),
                 lambda: check_buyer_settlements(stored, buyers.messages()),
+                lambda: check_own_topics("results", results.records, topics.site_results),
+                lambda: check_own_topics(
+                    "buyer settlements", buyers.records, topics.site_buyer_settlements
+                ),
             ]
         )
         assert not failures, "\n".join(failures)

@@ -11,11 +11,14 @@ import pytest
 
 from domain.campaign import Campaign
 from domain.outcomes import Order
+from infra.adapters.topics import Topics
 from tests.reliability.accounting import (
     Expected,
     OrderKey,
     StoredCampaign,
     check_buyer_settlements,
+    check_orders_topic,
+    check_own_topics,
     check_purchase_orders,
     check_results,
     check_store,
@@ -25,24 +28,28 @@ from tests.support.builders import campaign
 
 DEADLINE = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
 BEFORE, AFTER = DEADLINE - timedelta(seconds=1), DEADLINE
+TOPICS = Topics()
 
 
 class Appended(NamedTuple):
     """The fields of a Kafka record that the accounting reads."""
 
+    topic: str
     partition: int
     offset: int
     timestamp: int
     value: bytes
 
 
-def appended(offset: int, at: datetime, kind: str, order_id: str) -> Appended:
-    message = {"type": kind, "order_id": order_id, "site_id": "site-a", "campaign_id": "c"}
-    return Appended(0, offset, int(at.timestamp() * 1000), json.dumps(message).encode())
+def appended(offset: int, at: datetime, kind: str, order_id: str, site: str = "site-a") -> Appended:
+    """A record of `site`'s own orders topic, partition 0."""
+    message = {"type": kind, "order_id": order_id, "site_id": site, "campaign_id": "c"}
+    value = json.dumps(message).encode()
+    return Appended(TOPICS.site_orders(site), 0, offset, int(at.timestamp() * 1000), value)
 
 
-def result(kind: str, order_id: str) -> dict[str, Any]:
-    return {"type": kind, "order_id": order_id, "site_id": "site-a", "campaign_id": "c"}
+def result(kind: str, order_id: str, site: str = "site-a") -> dict[str, Any]:
+    return {"type": kind, "order_id": order_id, "site_id": site, "campaign_id": "c"}
 
 
 def outcomes(*records: Appended) -> Expected:
@@ -77,6 +84,55 @@ def test_an_order_sent_twice_gets_its_first_answer_twice() -> None:
     )
 
     assert expected.results == Counter({("site-a", "1", "order.accepted"): 2})
+
+
+def test_each_sites_topic_replays_in_its_own_order_and_an_order_id_at_two_sites_is_two() -> None:
+    expected = outcomes(
+        appended(0, BEFORE, "order.placed", "1", site="site-b"),
+        appended(0, AFTER, "order.cancelled", "1"),  # site-a never placed its order 1
+        appended(1, BEFORE, "order.cancelled", "1", site="site-b"),
+        appended(1, AFTER, "order.placed", "1"),
+    )
+
+    assert expected.results == Counter(
+        {
+            ("site-b", "1", "order.accepted"): 1,
+            ("site-b", "1", "order.cancelled"): 1,
+            ("site-a", "1", "cancellation.rejected"): 1,
+            ("site-a", "1", "order.rejected"): 1,
+        }
+    )
+    assert expected.accepted == {"c": {("site-b", "1")}}
+    assert expected.withdrawn == {"c": {("site-b", "1")}}
+
+
+def test_an_acknowledged_order_missing_from_its_sites_topic_fails_the_accounting() -> None:
+    sent = [result("order.placed", "1"), result("order.placed", "2", site="site-b")]
+    on_topics = [
+        appended(0, BEFORE, "order.placed", "1"),
+        appended(0, BEFORE, "order.placed", "2", site="site-b"),
+    ]
+    check_orders_topic(sent, on_topics, TOPICS.site_orders)
+
+    astray = [
+        on_topics[0],
+        appended(1, BEFORE, "order.placed", "2", site="site-b")._replace(
+            topic=TOPICS.site_orders("site-a")
+        ),
+    ]
+    with pytest.raises(AssertionError, match="lack 1 acknowledged messages"):
+        check_orders_topic(sent, astray, TOPICS.site_orders)
+
+
+def test_a_result_or_settlement_on_another_sites_topic_fails_the_accounting() -> None:
+    own = appended(0, BEFORE, "order.accepted", "1", site="site-b")._replace(
+        topic=TOPICS.site_results("site-b")
+    )
+    check_own_topics("results", [own], TOPICS.site_results)
+
+    astray = own._replace(topic=TOPICS.site_results("site-a"))
+    with pytest.raises(AssertionError, match="results on another site's topic"):
+        check_own_topics("results", [own, astray], TOPICS.site_results)
 
 
 def test_the_results_pass_when_each_message_has_its_one_result() -> None:

@@ -27,9 +27,9 @@ from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
-from tests.support.builders import placed
+from tests.support.builders import SITES, placed
 from tests.support.faults import open_campaigns
-from tests.support.kafka_io import produce_raw, until
+from tests.support.kafka_io import make_site_topics, produce_raw, until
 from tests.support.pipeline import ServiceProcess
 from tests.support.read_models import live_rows, projected_version, rebuilt_rows, stored_version
 
@@ -39,7 +39,12 @@ SERVICES = ("ingest", "relay", "project", "clock", "settle")
 SUPPLIER = "acme"  # the builders' campaigns' supplier
 SMALL_CAMPAIGNS = 3
 VALID_PER_CAMPAIGN = 20
-SITES = 10_000  # of the large campaign: all but one in one fast batch, the last at the end
+HOSTILE = "site-h"  # the site whose orders topic carries the hostile records
+# The large campaign's orders: all but one in one fast batch, the last at the end. Each site
+# has three topics of its own (docs/contract.md, "Tenants"), so they come from ten sites, not
+# from 10,000 (30,000 topics); a campaign.closed of 10,000 lines is test_large_campaign's.
+LARGE_ORDERS = 10_000
+LARGE_SITES = 10
 SMALL_CLOSE = 18.0  # seconds from opening to the deadline of the campaigns the corpus is in
 LARGE_CLOSE = 30.0  # later: the last order goes to it once every other record is answered
 MiB = 1024 * 1024
@@ -59,6 +64,8 @@ ANSWERS: dict[str, tuple[str, str | None]] = {
     "invalid": ("order.rejected", "invalid"),
     "unknown_campaign": ("order.rejected", "unknown_campaign"),
     "unknown_order": ("cancellation.rejected", "unknown_order"),
+    "site_mismatch": ("order.rejected", "site_mismatch"),
+    "cancel_site_mismatch": ("cancellation.rejected", "site_mismatch"),
 }
 
 
@@ -66,14 +73,16 @@ ANSWERS: dict[str, tuple[str, str | None]] = {
 
 
 class Row(NamedTuple):
-    """One kind of record: its value for a campaign, its headers, what it must become, and
-    the campaign it goes to (by index; None: spread over the campaigns)."""
+    """One kind of record: its value for a campaign, its headers, what it must become, the
+    campaign it goes to (by index; None: spread over the campaigns), and the site whose
+    orders topic it is published on."""
 
     name: str
     expected: str
     value: Callable[[str], bytes | None]
     headers: Headers = ()
     campaign: int | None = None
+    site: str = HOSTILE
 
 
 def order(campaign_id: str, name: str, **changes: Any) -> dict[str, Any]:
@@ -81,7 +90,7 @@ def order(campaign_id: str, name: str, **changes: Any) -> dict[str, Any]:
     return {
         "type": "order.placed",
         "order_id": f"h-{name}",
-        "site_id": "site-h",
+        "site_id": HOSTILE,
         "campaign_id": campaign_id,
         "buyer_id": f"b-{name}",
         "quantity": 1,
@@ -93,7 +102,7 @@ def cancel(campaign_id: str, name: str, **changes: Any) -> dict[str, Any]:
     return {
         "type": "order.cancelled",
         "order_id": f"h-{name}",
-        "site_id": "site-h",
+        "site_id": HOSTILE,
         "campaign_id": campaign_id,
         "cancelled_at": PLACED_AT,
     } | changes
@@ -222,33 +231,75 @@ def corpus(unknown_campaign: str, size_limit: int) -> list[Row]:
             "unknown campaign", "unknown_campaign", lambda c: text(order(unknown_campaign, "nope"))
         ),
         # Orders are named by (site_id, order_id): one order id at two sites is two orders,
-        # and a third site cannot cancel either.
-        Row("h-shared from site-a", "accepted", placed_with("shared", site_id="site-a"), (), 0),
-        Row("h-shared from site-b", "accepted", placed_with("shared", site_id="site-b"), (), 0),
+        # and a third site cannot cancel either. Each is sent on its own site's topic.
+        Row(
+            "h-shared from site-a",
+            "accepted",
+            placed_with("shared", site_id="site-a"),
+            (),
+            0,
+            "site-a",
+        ),
+        Row(
+            "h-shared from site-b",
+            "accepted",
+            placed_with("shared", site_id="site-b"),
+            (),
+            0,
+            "site-b",
+        ),
         Row(
             "site-c cancels h-shared",
             "unknown_order",
             lambda c: text(cancel(c, "shared", site_id="site-c")),
             (),
             0,
+            "site-c",
+        ),
+        # A site's topic says whose its messages are: one naming another site is refused
+        # before any campaign reads it, answered to the sender; one naming none is the
+        # topic's site's.
+        Row(
+            "site-h orders in site-a's name",
+            "site_mismatch",
+            placed_with("forged", site_id="site-a"),
+        ),
+        Row(
+            "site-h cancels site-b's h-shared in site-b's name",
+            "cancel_site_mismatch",
+            lambda c: text(cancel(c, "shared", site_id="site-b")),
+            (),
+            0,
+        ),
+        Row(
+            "no site_id: site-h's, by its topic",
+            "accepted",
+            lambda c: text(without(order(c, "unnamed"), "site_id")),
         ),
     ]
 
 
+def without(body: dict[str, Any], field: str) -> dict[str, Any]:
+    return {name: value for name, value in body.items() if name != field}
+
+
 @dataclass(frozen=True)
 class Entry:
-    """A record to publish: keyed by the campaign whose partition it is interleaved in."""
+    """A record to publish on the orders topic of `site`: keyed by the campaign whose
+    partition it is interleaved in."""
 
     name: str
     key: str
     value: bytes | None
     expected: str
     headers: Headers = ()
+    site: str = HOSTILE
 
     def body(self) -> dict[str, Any]:
+        """The message, its site the topic's when it names none."""
         assert self.value is not None
         fields: dict[str, Any] = json.loads(self.value)
-        return fields
+        return {"site_id": self.site} | fields
 
     def result(self) -> ResultKey:
         body = self.body()
@@ -259,17 +310,18 @@ def hostile_entries(campaign_ids: list[str], unknown: str, size_limit: int) -> l
     entries = []
     for n, row in enumerate(corpus(unknown, size_limit)):
         campaign_id = campaign_ids[n % len(campaign_ids) if row.campaign is None else row.campaign]
-        entries.append(
-            Entry(row.name, campaign_id, row.value(campaign_id), row.expected, row.headers)
-        )
+        value = row.value(campaign_id)
+        entries.append(Entry(row.name, campaign_id, value, row.expected, row.headers, row.site))
     return entries
 
 
 def valid_entries(campaign_id: str, count: int) -> list[Entry]:
-    """Plain valid orders, some conditional at a limit no final price is above."""
+    """Plain valid orders of the hostile site, on its topic among its hostile records, some
+    conditional at a limit no final price is above."""
     entries = []
     for n in range(count):
         message = placed(campaign_id, n, quantity=1 + n % 3)
+        message |= {"order_id": f"{HOSTILE}:{campaign_id}:{n}", "site_id": HOSTILE}
         if n % 4 == 0:
             message["max_unit_price"] = "10.00"
         entries.append(
@@ -278,14 +330,19 @@ def valid_entries(campaign_id: str, count: int) -> list[Entry]:
     return entries
 
 
-def site(n: int) -> str:
-    return f"site-{n:05d}"
+def large_site(n: int) -> str:
+    """The large campaign's site of order `n`."""
+    return f"site-{n % LARGE_SITES:05d}"
+
+
+# Every site the test sends as: each has its topics made before the services start.
+CORPUS_SITES = (HOSTILE, *SITES, *sorted({large_site(n) for n in range(LARGE_SITES)}))
 
 
 def one_unit(campaign_id: str, n: int) -> Entry:
-    """One unit of a site of its own."""
-    message = placed(campaign_id, 0) | {"order_id": f"o-{n}", "site_id": site(n)}
-    return Entry(f"site {n}", campaign_id, text(message), "accepted")
+    """One unit of the large campaign, on its site's topic."""
+    message = placed(campaign_id, 0) | {"order_id": f"o-{n}", "site_id": large_site(n)}
+    return Entry(f"order {n}", campaign_id, text(message), "accepted", site=large_site(n))
 
 
 def interleaved(*lists: list[Entry]) -> list[Entry]:
@@ -298,18 +355,20 @@ def interleaved(*lists: list[Entry]) -> list[Entry]:
 
 
 class Placed(NamedTuple):
+    topic: str
     partition: int
     offset: int
     appended_ms: int
 
 
 class Sender:
-    """Publishes entries to the orders topic as a site would (keyed, murmur2), and says where
-    each went; a record with a null header value, which kafka-python's send() refuses, goes
-    in a produce request of its own (the technique of tests/integration/test_ingest_poison.py)."""
+    """Publishes each entry to its site's orders topic as the site would (keyed, murmur2),
+    and says where each went; a record with a null header value, which kafka-python's send()
+    refuses, goes in a produce request of its own (the technique of
+    tests/integration/test_ingest_poison.py)."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.topic = topic
+    def __init__(self, settings: Settings) -> None:
+        self.topics = Topics(settings.topic_prefix)
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             acks="all",
@@ -317,7 +376,6 @@ class Sender:
             max_request_size=4 * MiB,
         )
         self.admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        self.partitions = sorted(self.producer.partitions_for(topic))
         self.sent: list[tuple[Entry, Any]] = []
 
     def send(self, entries: Iterable[Entry]) -> None:
@@ -334,7 +392,9 @@ class Sender:
         for entry, sent in self.sent:
             if not isinstance(sent, Placed):
                 metadata = sent.get(timeout=30)
-                sent = Placed(metadata.partition, metadata.offset, metadata.timestamp)
+                sent = Placed(
+                    metadata.topic, metadata.partition, metadata.offset, metadata.timestamp
+                )
             found[entry] = sent
         return found
 
@@ -343,28 +403,31 @@ class Sender:
         self.admin.close()
 
     def _send(self, entry: Entry) -> Any:
+        topic = self.topics.site_orders(entry.site)
         return self.producer.send(
-            self.topic, key=entry.key.encode(), value=entry.value, headers=list(entry.headers)
+            topic, key=entry.key.encode(), value=entry.value, headers=list(entry.headers)
         )
 
     def _produce(self, entry: Entry) -> Placed:
-        key = entry.key.encode()
-        partition = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+        topic, key = self.topics.site_orders(entry.site), entry.key.encode()
+        partitions = sorted(self.producer.partitions_for(topic))
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         offset, appended = produce_raw(
-            self.admin, self.topic, partition, key, entry.value, entry.headers
+            self.admin, topic, partition, key, entry.value, entry.headers
         )
-        return Placed(partition, offset, appended)
+        return Placed(topic, partition, offset, appended)
 
 
 # --- Reading --------------------------------------------------------------------------------
 
 
 class TopicTail:
-    """Every record of a topic from its start, read up to its end each time it is asked;
-    header names that are not UTF-8 are read as RawHeaderKey."""
+    """Every record of a topic (or of each topic of a list, read as one) from its start,
+    read up to its end each time it is asked; header names that are not UTF-8 are read as
+    RawHeaderKey."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.topic = topic
+    def __init__(self, settings: Settings, topic: str | list[str]) -> None:
+        self.topics = [topic] if isinstance(topic, str) else topic
         self.records: list[ConsumerRecord] = []
         self.partitions: list[TopicPartition] = []
         self.consumer = KafkaConsumer(
@@ -379,11 +442,13 @@ class TopicTail:
 
     def read(self) -> list[ConsumerRecord]:
         if not self.partitions:
-            found = self.consumer.partitions_for_topic(self.topic)
-            if not found:
-                self.consumer.topics()  # asks for metadata: the topic may not exist yet
+            found = {topic: self.consumer.partitions_for_topic(topic) for topic in self.topics}
+            if not all(found.values()):
+                self.consumer.topics()  # asks for metadata: a topic may not exist yet
                 return self.records
-            self.partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
+            self.partitions = [
+                TopicPartition(topic, p) for topic in self.topics for p in sorted(found[topic])
+            ]
             self.consumer.assign(self.partitions)
             self.consumer.seek_to_beginning(*self.partitions)
         ends = self.consumer.end_offsets(self.partitions)
@@ -408,7 +473,7 @@ class TopicTail:
 @dataclass
 class Pipeline:
     """The five services, each `groupbuy <service>` as a process of its own, and the topics
-    a site and a supplier read."""
+    the sites (each site's own, read as one) and a supplier read."""
 
     settings: Settings
     services: dict[str, ServiceProcess]
@@ -437,15 +502,18 @@ def pipeline(
     settings: Settings, processes: list[ServiceProcess], tmp_path: Path
 ) -> Iterator[Pipeline]:
     topics = Topics(settings.topic_prefix)
+    # Before ingest starts: it would notice a site's orders topic made later only at its
+    # next metadata refresh.
+    make_site_topics(settings, CORPUS_SITES)
     services = {}
     for name in SERVICES:
         services[name] = ServiceProcess(name, settings, tmp_path / f"{name}.log")
         processes.append(services[name])
     names = (
-        topics.order_results,
+        [topics.site_results(site) for site in CORPUS_SITES],
         topics.orders_dlq,
         topics.settlements(SUPPLIER),
-        topics.buyer_settlements,
+        [topics.site_buyer_settlements(site) for site in CORPUS_SITES],
         topics.campaign_events,
     )
     tails = [TopicTail(settings, name) for name in names]
@@ -487,6 +555,11 @@ class Expected:
     def results(self) -> Counter[ResultKey]:
         return Counter(e.result() for e in self.answered())
 
+    def results_by_topic(self, topics: Topics) -> Counter[tuple[str, str, str, str]]:
+        """Each result on the results topic of the site that sent the record, whichever
+        site the record named."""
+        return Counter((topics.site_results(e.site), *e.result()) for e in self.answered())
+
     def reasons(self) -> dict[ResultKey, str | None]:
         return {e.result(): ANSWERS[e.expected][1] for e in self.answered()}
 
@@ -509,6 +582,13 @@ class Expected:
 
 def results_of(pipeline: Pipeline) -> Counter[ResultKey]:
     return Counter((m["site_id"], m["order_id"], m["type"]) for m in pipeline.results.messages())
+
+
+def results_by_topic(pipeline: Pipeline) -> Counter[tuple[str, str, str, str]]:
+    return Counter(
+        (r.topic, m["site_id"], m["order_id"], m["type"])
+        for r, m in ((r, json.loads(r.value)) for r in pipeline.results.read())
+    )
 
 
 def read_model_commitments(settings: Settings, campaign_id: str) -> dict[tuple[str, str], int]:
@@ -566,8 +646,15 @@ def check_accounting(pipeline: Pipeline, expected: Expected, campaign_ids: list[
     """Each campaign's store, read model, purchase order and buyer settlements hold exactly
     the accepted orders, once; the read model equals a rebuild from the store."""
     settings = pipeline.settings
+    topics = Topics(settings.topic_prefix)
     purchase_orders = pipeline.purchase_orders.messages()
     buyers = Counter((m["campaign_id"], m["type"]) for m in pipeline.buyer_settlements.messages())
+    astray = [
+        (r.topic, m["site_id"], m["order_id"])
+        for r, m in ((r, json.loads(r.value)) for r in pipeline.buyer_settlements.read())
+        if r.topic != topics.site_buyer_settlements(m["site_id"])
+    ]
+    assert astray == [], f"buyer settlements on another site's topic: {astray[:5]}"
     for campaign_id in campaign_ids:
         units = expected.units(campaign_id)
         commitments = expected.commitments(campaign_id)
@@ -603,17 +690,17 @@ def test_hostile_records_among_orders_each_get_their_disposition_and_the_account
     small = [f"hostile{n}-{unique}" for n in range(SMALL_CAMPAIGNS)]
     large = f"sites-{unique}"
     deadlines = deadlines_in({c: SMALL_CLOSE for c in small} | {large: LARGE_CLOSE})
-    open_campaigns(settings, deadlines)
-    limit = orders_topic_limit(kafka_admin, topics.orders)
+    open_campaigns(settings, deadlines, CORPUS_SITES)
+    limit = orders_topic_limit(kafka_admin, topics.site_orders(HOSTILE))
     hostile = hostile_entries(small, f"nope-{unique}", limit)
     per_campaign = [
         interleaved(valid_entries(c, VALID_PER_CAMPAIGN), [e for e in hostile if e.key == c])
         for c in small
     ]
-    sites = [one_unit(large, n) for n in range(SITES - 1)]
+    many = [one_unit(large, n) for n in range(LARGE_ORDERS - 1)]
 
     placed_at = publish_then_one_more(
-        pipeline, [*interleaved(*per_campaign), *sites], one_unit(large, SITES - 1), deadlines
+        pipeline, [*interleaved(*per_campaign), *many], one_unit(large, LARGE_ORDERS - 1), deadlines
     )
     answered = time.monotonic() - started
     expected = Expected(list(placed_at))
@@ -633,10 +720,17 @@ def test_hostile_records_among_orders_each_get_their_disposition_and_the_account
     assert results_of(pipeline) == expected.results()
     reasons = {(m["site_id"], m["order_id"], m["type"]): m.get("reason") for m in results}
     assert reasons == expected.reasons()
-    check_dead_letters(dead, expected, placed_at, topics.orders)
+    # Each answered to the site whose topic carried it, not to the site a forger named.
+    assert results_by_topic(pipeline) == expected.results_by_topic(topics)
+    # Refused before any campaign read them: no campaign's figures in the answer.
+    refused = [m for m in results if m.get("reason") == "site_mismatch"]
+    mismatched = [e for e in expected.answered() if ANSWERS[e.expected][1] == "site_mismatch"]
+    assert len(refused) == len(mismatched) > 0
+    assert all("unit_price" not in m and "committed_quantity" not in m for m in refused)
+    check_dead_letters(dead, expected, placed_at)
     check_placed_at_dropped(pipeline, expected)
     check_accounting(pipeline, expected, [*small, large])
-    assert len(expected.lines(large)) == SITES
+    assert len(expected.lines(large)) == LARGE_SITES
     assert pipeline.dead() == {}
 
 
@@ -646,7 +740,7 @@ def publish_then_one_more(
     """Publish `entries`; once each is answered or set aside, publish `last`, which must
     then be answered and reach the read model: every service still makes progress."""
     expected = Expected(entries)
-    sender = Sender(pipeline.settings, Topics(pipeline.settings.topic_prefix).orders)
+    sender = Sender(pipeline.settings)
     try:
         sender.send(entries)
         placed_at = sender.placed()
@@ -699,16 +793,18 @@ def late(placed_at: dict[Entry, Placed], deadlines: dict[str, datetime]) -> list
 
 
 def check_dead_letters(
-    dead: list[ConsumerRecord], expected: Expected, placed_at: dict[Entry, Placed], topic: str
+    dead: list[ConsumerRecord], expected: Expected, placed_at: dict[Entry, Placed]
 ) -> None:
     """The dead letters are the records expected there, each once, byte for byte, with their
-    own headers first (a null value as empty) and where they came from."""
-    by_source = {(p.partition, p.offset): e for e, p in placed_at.items()}
+    own headers first (a null value as empty) and where they came from: the orders topic,
+    partition and offset each was sent to."""
+    by_source = {(p.topic, p.partition, p.offset): e for e, p in placed_at.items()}
     letters: dict[Entry, list[ConsumerRecord]] = {}
     for record in dead:
         about = {header_name_bytes(n): v for n, v in record.headers}
-        source = (int(about[b"source.partition"]), int(about[b"source.offset"]))
-        assert about[b"source.topic"] == topic.encode()
+        topic = about[b"source.topic"].decode()
+        source = (topic, int(about[b"source.partition"]), int(about[b"source.offset"]))
+        assert source in by_source, f"a dead letter from {source}, where no record was sent"
         letters.setdefault(by_source[source], []).append(record)
     assert sorted(e.name for e in letters) == sorted(e.name for e in expected.dead())
     for entry, records in letters.items():

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,7 +24,6 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.local.common import LOOPBACK
@@ -32,6 +31,7 @@ from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
 from infra.settings import Settings
 from tests.support.builders import SITES, campaign
+from tests.support.kafka_io import make_site_topics
 from tests.support.pipeline import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -360,8 +360,12 @@ def kill_moments(rng: random.Random, count: int, start: float, end: float) -> li
 # --- Campaigns and the stream of orders -----------------------------------------------------
 
 
-def open_campaigns(settings: Settings, deadlines: dict[str, datetime]) -> None:
-    """Open campaigns with no per-buyer limit and no stock cap (every timely order counts)."""
+def open_campaigns(
+    settings: Settings, deadlines: dict[str, datetime], sites: Iterable[str] = SITES
+) -> None:
+    """Open campaigns with no per-buyer limit and no stock cap (every timely order counts),
+    and make the topics of the sites that will order (before ingest starts: it notices a new
+    site's orders topic only at its next metadata refresh)."""
     app = open_app(settings)
     try:
         for campaign_id, deadline in deadlines.items():
@@ -374,7 +378,7 @@ def open_campaigns(settings: Settings, deadlines: dict[str, datetime]) -> None:
             app.open_campaign(definition, datetime.now(UTC))
     finally:
         app.close()
-    kafka_clients.ensure_topics(settings, Topics(settings.topic_prefix).ingest_topics())
+    make_site_topics(settings, sites)
 
 
 def staggered_deadlines(ids: list[str], first: float, last: float) -> dict[str, datetime]:
@@ -390,13 +394,14 @@ MARGIN = 1.0  # seconds before its deadline after which a campaign gets no more 
 
 class OrderStream:
     """Valid orders at a steady rate to the campaigns still open, some cancelled a little
-    later; every message sent again until Kafka acknowledged it (acks=all, idempotent)."""
+    later, each on the orders topic of the site it names; every message sent again until
+    Kafka acknowledged it (acks=all, idempotent)."""
 
     def __init__(
         self, settings: Settings, deadlines: dict[str, datetime], rate: float, seed: int
     ) -> None:
         self.settings = settings
-        self.topic = Topics(settings.topic_prefix).orders
+        self.topics = Topics(settings.topic_prefix)
         self.deadlines = deadlines
         self.rate = rate
         self.rng = random.Random(seed)
@@ -509,7 +514,7 @@ class OrderStream:
     def _send(self, message: dict[str, Any]) -> None:
         try:
             future = self._producer_now().send(
-                self.topic,
+                self.topics.site_orders(message["site_id"]),
                 key=message["campaign_id"].encode(),
                 value=json.dumps(message).encode(),
             )

@@ -12,7 +12,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.protocol.producer.produce import ProduceRequest
 from kafka.record.memory_records import MemoryRecordsBuilder
 
+from infra.adapters import kafka_clients
+from infra.adapters.topics import Topics
 from infra.settings import Settings
+from tests.support.builders import SITES
+
+Topic = str | list[str]  # one topic, or several read as one
 
 
 def site_client(settings: Settings) -> dict[str, Any]:
@@ -21,6 +26,36 @@ def site_client(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.kafka_bootstrap} | (
         settings.kafka_security.client_options()
     )
+
+
+def make_site_topics(settings: Settings, sites: Iterable[str] = SITES) -> None:
+    """Each site's three topics and the dead letters', as `groupbuy site add` makes them."""
+    topics = Topics(settings.topic_prefix)
+    names = [name for site in sites for name in topics.site_topics(site)]
+    kafka_clients.ensure_topics(settings, [*names, topics.orders_dlq])
+
+
+def results_topics(settings: Settings, sites: Iterable[str] = SITES) -> list[str]:
+    return [Topics(settings.topic_prefix).site_results(site) for site in sites]
+
+
+def buyers_topics(settings: Settings, sites: Iterable[str] = SITES) -> list[str]:
+    return [Topics(settings.topic_prefix).site_buyer_settlements(site) for site in sites]
+
+
+def publish_orders(
+    settings: Settings, messages: Iterable[dict[str, Any] | bytes], site: str | None = None
+) -> int:
+    """Send order messages as their sites would: each to the orders topic of `site`, or
+    without one, of the site it names (raw bytes, and a message naming no usable site, to
+    the first test site's). The count sent."""
+    topics = Topics(settings.topic_prefix)
+    by_topic: dict[str, list[dict[str, Any] | bytes]] = {}
+    for message in messages:
+        named = None if isinstance(message, bytes) else message.get("site_id")
+        owner = site or (named if named in SITES else SITES[0])
+        by_topic.setdefault(topics.site_orders(owner), []).append(message)
+    return sum(publish(settings, topic, batch) for topic, batch in by_topic.items())
 
 
 def publish(settings: Settings, topic: str, messages: Iterable[dict[str, Any] | bytes]) -> int:
@@ -41,13 +76,17 @@ def publish(settings: Settings, topic: str, messages: Iterable[dict[str, Any] | 
 
 def read_until(
     settings: Settings,
-    topic: str,
+    topic: Topic,
     done: Callable[[list[ConsumerRecord]], bool],
     timeout: float = 60.0,
 ) -> list[ConsumerRecord]:
-    """Every record of `topic` from the start, read until `done(records)` or the timeout."""
+    """Every record of `topic` (or of each topic of a list) from the start, read until
+    `done(records)` or the timeout. A topic not made yet is made first, so that the reader
+    follows it from the start."""
+    names = [topic] if isinstance(topic, str) else topic
+    kafka_clients.ensure_topics(settings, names)
     consumer = KafkaConsumer(
-        topic,
+        *names,
         **site_client(settings),
         group_id=None,
         auto_offset_reset="earliest",
@@ -65,7 +104,7 @@ def read_until(
 
 
 def read_json(
-    settings: Settings, topic: str, count: int, timeout: float = 60.0
+    settings: Settings, topic: Topic, count: int, timeout: float = 60.0
 ) -> list[dict[str, Any]]:
     """At least `count` JSON messages of `topic` (all that came, if fewer, after the timeout)."""
     records = read_until(settings, topic, lambda rs: len(rs) >= count, timeout)

@@ -41,13 +41,21 @@ def running(service: Service, settings: Settings) -> Iterator[threading.Event]:
     assert not failures, f"{service.__name__} failed: {failures[0]!r}"
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a groupbuy child process: this one's, with `settings` in place of
+    whatever GROUPBUY_* variables it has (Kafka's security ones dropped first, since
+    `settings` may say plain text, which sets none of them)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GROUPBUY_KAFKA_")}
+    return inherited | settings.as_env()
+
+
 def groupbuy(
     settings: Settings, *arguments: str, stdin: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """`groupbuy ARGUMENTS` run against the test's own topics and schema, output captured."""
     return subprocess.run(
         [GROUPBUY, *arguments],
-        env=os.environ | settings.as_env(),
+        env=child_env(settings),
         input=stdin,
         capture_output=True,
         text=True,
@@ -82,7 +90,7 @@ class ServiceProcess:
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [GROUPBUY, command, *arguments],
-                env=os.environ | settings.as_env(),
+                env=child_env(settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

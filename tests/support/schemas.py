@@ -12,11 +12,11 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
 # The topics a message type travels on; the same type name means different messages on two
 # of them (order.cancelled, order.rejected, cancellation.rejected).
-ORDERS = "groupbuy.orders.v1"
-RESULTS = "groupbuy.order-results.v1"
+ORDERS = "groupbuy.orders.<site_id>.v1"
+RESULTS = "groupbuy.order-results.<site_id>.v1"
 EVENTS = "groupbuy.campaign-events.v1"
 SUPPLIER = "groupbuy.settlements.<supplier_id>.v1"
-BUYERS = "groupbuy.buyer-settlements.v1"
+BUYERS = "groupbuy.buyer-settlements.<site_id>.v1"
 
 SCHEMA_FILES: dict[tuple[str, str], str] = {
     (ORDERS, "order.placed"): "order-placed.json",

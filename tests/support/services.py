@@ -6,10 +6,12 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
+from infra.settings import KafkaSecurity
 
 KAFKA_IMAGE = "apache/kafka:4.3.1"
 POSTGRES_IMAGE = "postgres:17"
@@ -20,6 +22,13 @@ class Services:
     kafka_bootstrap: str
     database_url: str
     origin: str
+    # How groupbuy's services authenticate: from the GROUPBUY_KAFKA_* variables, with a
+    # broker named by GROUPBUY_KAFKA_BOOTSTRAP (`GROUPBUY_SECURE=1 make up` prints both).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def client_options(self) -> dict[str, Any]:
+        """What a test's own Kafka client (not groupbuy's factory) connects with."""
+        return {"bootstrap_servers": self.kafka_bootstrap} | self.kafka_security.client_options()
 
 
 @contextlib.contextmanager
@@ -28,7 +37,7 @@ def provide_services() -> Iterator[Services]:
     kafka = os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP")
     database = os.environ.get("GROUPBUY_DATABASE_URL")
     if kafka and database:
-        yield Services(kafka, database, "environment variables")
+        yield Services(kafka, database, "environment variables", KafkaSecurity.from_env())
     elif docker_answers():
         with _containers() as (container_kafka, container_database):
             yield Services(

@@ -22,7 +22,7 @@ from domain.outcomes import Order, Outcome
 from infra.adapters.event_store import outbox_headers, stored_headers
 from infra.adapters.transcoder import FlatJSONTranscoder
 from tests.unit.builders import OPENED_AT, small_definition
-from tests.unit.test_ingestion import DLQ, RESULTS, placed, record
+from tests.unit.test_ingestion import DLQ, ORDERS, TOPICS, placed, record
 
 # The surrogate arrives as a JSON escape, "\ud800", which json.loads reads as a lone one.
 LONE_SURROGATE = "\ud800"
@@ -65,7 +65,7 @@ def stored_orders(app: GroupBuying) -> list[str]:
     "poison",
     [
         {"order_id": LONE_SURROGATE},  # lands in the campaign's event
-        {"site_id": LONE_SURROGATE, "campaign_id": "nope"},  # keys an unknown_campaign result
+        {"order_id": LONE_SURROGATE, "campaign_id": "nope"},  # in an unknown_campaign result
     ],
     ids=["in-an-event", "in-a-result"],
 )
@@ -73,7 +73,7 @@ def test_an_id_utf8_cannot_hold_dead_letters_its_order_and_the_others_are_saved(
     store: GroupBuying, poison: dict[str, str]
 ) -> None:
     saved = SavedOutbox(store)
-    sink = IngestSink(store, RESULTS, DLQ)
+    sink = IngestSink(store, TOPICS)
     records = [record(1, placed(1)), record(2, placed(2, **poison)), record(3, placed(3))]
 
     sink.process(records, {})
@@ -88,7 +88,7 @@ def test_a_database_error_while_loading_fails_the_batch_and_dead_letters_nothing
     store: GroupBuying,
 ) -> None:
     saved = SavedOutbox(store)
-    sink = IngestSink(store, RESULTS, DLQ)
+    sink = IngestSink(store, TOPICS)
     store.forget("small")
 
     def failing_get(campaign_id: str) -> Campaign:
@@ -113,7 +113,7 @@ def test_a_load_that_fails_for_want_of_a_dependency_is_never_the_orders_fault(
     def load(campaign_id: str) -> Campaign | None:
         raise failure
 
-    ingestion = OrderIngestion(load, RESULTS, DLQ)
+    ingestion = OrderIngestion(load, TOPICS)
 
     with pytest.raises((CampaignLoadError, MemoryError)):
         ingestion.apply([record(1, placed(1))])
@@ -131,7 +131,7 @@ def test_a_command_that_fails_after_recording_names_its_record(
         return outcome
 
     monkeypatch.setattr(Campaign, "place_order", records_then_fails)
-    ingestion = OrderIngestion(app.find_campaign, RESULTS, DLQ)
+    ingestion = OrderIngestion(app.find_campaign, TOPICS)
     records = [record(1, placed(1)), record(2, placed(2)), record(3, placed(3))]
 
     with pytest.raises(HalfAppliedError) as raised:
@@ -157,7 +157,7 @@ def test_a_command_that_fails_before_recording_is_a_dead_letter_and_the_batch_go
     app: GroupBuying, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Campaign, "place_order", failing_for("site-a:2", KeyError("tier")))
-    ingestion = OrderIngestion(app.find_campaign, RESULTS, DLQ)
+    ingestion = OrderIngestion(app.find_campaign, TOPICS)
 
     batch = ingestion.apply([record(1, placed(1)), record(2, placed(2)), record(3, placed(3))])
 
@@ -170,7 +170,7 @@ def test_running_out_of_memory_while_deciding_fails_the_batch_rather_than_the_or
     app: GroupBuying, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Campaign, "place_order", failing_for("site-a:2", MemoryError()))
-    ingestion = OrderIngestion(app.find_campaign, RESULTS, DLQ)
+    ingestion = OrderIngestion(app.find_campaign, TOPICS)
 
     with pytest.raises(MemoryError):
         ingestion.apply([record(1, placed(1)), record(2, placed(2))])
@@ -209,7 +209,7 @@ class FakeConsumer:
         return polled
 
     def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition("orders", 2)}
+        return {TopicPartition(ORDERS, 2)}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks[partition] = offset
@@ -289,7 +289,7 @@ def test_a_record_the_database_refuses_is_found_by_halves_and_dead_lettered() ->
     assert offset == 13
     assert reason.startswith("cannot be saved: DataError: unsupported Unicode escape")
     assert sink.saves <= 2 + 2 * 5  # two saves a halving, log2(20) < 5 halvings
-    assert consumer.committed == {TopicPartition("orders", 2): 30}
+    assert consumer.committed == {TopicPartition(ORDERS, 2): 30}
 
 
 def test_records_the_database_refuses_are_each_dead_lettered() -> None:
@@ -322,7 +322,7 @@ def test_an_integrity_error_of_the_data_is_not_taken_for_a_moved_position() -> N
 
 def test_a_moved_position_is_reread_at_once_and_nothing_is_dead_lettered() -> None:
     sink = ParkingSink(bad=set(), failure=refused_value)
-    sink.positions["orders:2"] = 5  # another process got there first
+    sink.positions[f"{ORDERS}:2"] = 5  # another process got there first
     loop, consumer = loop_over(sink, range(10, 14))
 
     assert loop.poll_once() == 0
@@ -331,7 +331,7 @@ def test_a_moved_position_is_reread_at_once_and_nothing_is_dead_lettered() -> No
 
     assert sink.parked == []
     assert sink.saved == [6, 7, 8]
-    assert consumer.seeks == {TopicPartition("orders", 2): 6}
+    assert consumer.seeks == {TopicPartition(ORDERS, 2): 6}
 
 
 def test_an_outage_is_retried_after_a_pause_that_doubles_and_nothing_is_dead_lettered() -> None:
@@ -358,7 +358,9 @@ def test_a_sink_without_dead_letters_stops_at_the_record_naming_it() -> None:
     sink = RefusingSink(bad={3}, failure=refused_value)
     loop, _ = loop_over(sink, range(6))
 
-    with pytest.raises(RecordStuckError, match=r"at orders:2 offset 3: cannot be saved: DataError"):
+    with pytest.raises(
+        RecordStuckError, match=rf"at {ORDERS}:2 offset 3: cannot be saved: DataError"
+    ):
         loop.poll_once()
 
     assert sink.saved == [0, 1, 2]  # those before it are saved; it and the rest wait

@@ -31,6 +31,23 @@ def test_the_largest_backlog_goes_first_to_the_share_with_the_least() -> None:
     assert [sum(backlogs[p] for p in share) for share in shares] == [35_000, 35_000]
 
 
+def test_a_partition_number_goes_whole_to_one_worker_whatever_the_sites_topics() -> None:
+    # A campaign's key is in partition 1 of both sites' topics: one worker applies it all.
+    backlogs = {
+        TopicPartition(topic, number): backlog
+        for topic, row in (("orders.a", [9, 1, 4, 0]), ("orders.b", [0, 8, 1, 2]))
+        for number, backlog in enumerate(row)
+    }
+
+    shares = split_by_backlog(backlogs, 2)
+
+    assert [sorted((p.partition, p.topic) for p in share) for share in shares] == [
+        [(0, "orders.a"), (0, "orders.b"), (2, "orders.a"), (2, "orders.b")],
+        [(1, "orders.a"), (1, "orders.b"), (3, "orders.a"), (3, "orders.b")],
+    ]
+    assert [sum(backlogs[p] for p in share) for share in shares] == [14, 11]
+
+
 def test_without_backlog_the_partitions_are_dealt_out_evenly() -> None:
     assert numbers(split_by_backlog(partitions(0, 0, 0, 0, 0), 2)) == [[0, 2, 4], [1, 3]]
 
@@ -87,7 +104,7 @@ class Positions:
 
 def coordinator(app: object, workers: list[FakeWorker]) -> Coordinator:
     consumer = SimpleNamespace(pause=lambda *partitions: None)
-    return Coordinator(consumer, app, workers, "orders")  # type: ignore[arg-type]
+    return Coordinator(consumer, app, workers)  # type: ignore[arg-type]
 
 
 def test_an_assignment_is_shared_by_what_waits_after_the_stored_positions() -> None:

@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 import consumers.settlement
 from consumers.batch import OutboxMessage
 from consumers.order_messages import MalformedMessageError, OrderMessage, PlaceOrder, decode
-from consumers.order_results import ANSWERS, event_result, order_result
+from consumers.order_results import ANSWERS, event_result, mismatch_result, order_result
 from consumers.settlement import settlement_messages
 from domain import money
 from domain.application import GroupBuying
@@ -82,6 +82,14 @@ class Traffic:
         message = {"type": "order.placed", "placed_at": "2026-11-27T10:00:00+01:00"} | fields
         return self._send(message, at, lenient=lenient)
 
+    def forged(self, topic_site: str, **fields: Any) -> None:
+        """An order naming a site other than that of the topic it was sent to."""
+        message = {"type": "order.placed", "placed_at": "2026-11-27T10:00:00Z"} | fields
+        self.messages.append((ORDERS, message))
+        command = decode(json.dumps(message).encode(), topic_site)
+        assert command.site_id != topic_site
+        self.results.append(mismatch_result(RESULTS, command))
+
     def cancel(self, at: datetime | None = None, **fields: Any) -> Outcome | None:
         message = {"type": "order.cancelled", "cancelled_at": "2026-11-27T11:00:00Z"} | fields
         return self._send(message, at)
@@ -123,14 +131,14 @@ class Traffic:
                 slugs[event.originator_id] = event.campaign_id
             campaign_id = slugs[event.originator_id]
             self.messages.append((EVENTS, json.loads(encode(event, campaign_id))))
-            result = event_result(RESULTS, campaign_id, event)
+            result = event_result(lambda site: RESULTS, campaign_id, event)
             if result is not None:
                 self.results.append(result)
         self.messages += [(RESULTS, json.loads(result.value)) for result in self.results]
         for campaign_id in self.closed:
             self.app.forget(campaign_id)  # as settle does: the campaign as stored
             campaign = self.app.get_campaign(campaign_id)
-            for message in settlement_messages(campaign, SUPPLIER, BUYERS):
+            for message in settlement_messages(campaign, SUPPLIER, lambda site: BUYERS):
                 self.messages.append((message.topic, json.loads(message.value)))
 
 
@@ -228,6 +236,7 @@ def run_history(app: GroupBuying) -> Traffic:
     traffic.close("later", DEADLINE)
 
     traffic.order(campaign_id="no-such", site_id="site-a", order_id="n:1", buyer_id="b", quantity=1)
+    traffic.forged("site-c", **small, order_id="a:6", buyer_id="buyer-7", quantity=1)
     traffic.cancel(campaign_id="no-such", site_id="site-a", order_id="n:1")
     traffic.publish()
     return traffic

@@ -153,7 +153,7 @@ def test_the_purchase_order_of_10000_sites_fits_the_suppliers_topic(
     closed = encode(ten_thousand_sites.pending_events[-1], "small")
 
     purchase_order, *settlements = settlement_messages(
-        ten_thousand_sites, supplier, topics.buyer_settlements
+        ten_thousand_sites, supplier, topics.site_buyer_settlements
     )
 
     assert purchase_order.topic == supplier
@@ -164,4 +164,6 @@ def test_the_purchase_order_of_10000_sites_fits_the_suppliers_topic(
     assert topics.max_message_bytes(topics.campaign_events) + 2048 <= limit
     assert len(purchase_order.value) + RECORD_OVERHEAD <= limit
     largest = max(len(m.value) for m in settlements)
-    assert largest + RECORD_OVERHEAD <= topics.max_message_bytes(topics.buyer_settlements)
+    assert largest + RECORD_OVERHEAD <= topics.max_message_bytes(
+        topics.site_buyer_settlements("site-a")
+    )

@@ -105,7 +105,8 @@ def _run(
         tails = Tails.at_end(settings, topics, topics.settlements(demo_sites.SUPPLIER_ID))
         try:
             run = DemoRun.open(settings, campaign_id, arguments)
-            console.print(f"opened {campaign_id}; sites publishing to {topics.orders}")
+            each = topics.site_orders("<site>")
+            console.print(f"opened {campaign_id}; each site publishing to {each}")
             run.watch(settings, tails, services, console, live=_live(console, arguments))
         finally:
             tails.close()
@@ -140,7 +141,7 @@ class DemoRun:
             app.close()
         planned = demo_sites.plan(campaign_id, arguments.orders, random.Random(arguments.seed))
         producer = kafka_clients.producer(settings)
-        topic = Topics(settings.topic_prefix).orders
+        topic = Topics(settings.topic_prefix).site_orders
         sites = Sites(producer, topic, planned, time.monotonic(), duration)
         fields = definition.to_json_dict()
         progress = Progress(
@@ -296,7 +297,12 @@ class Tails:
         # settle and the relay write in Kafka transactions: the reader sees what they
         # committed, once.
         consumer = kafka_clients.reader(settings)
-        names = [topics.order_results, topics.orders_dlq, topics.buyer_settlements, supplier_topic]
+        names = [
+            *map(topics.site_results, demo_sites.SITES),
+            topics.orders_dlq,
+            *map(topics.site_buyer_settlements, demo_sites.SITES),
+            supplier_topic,
+        ]
         partitions = [
             TopicPartition(name, p)
             for name in names
@@ -308,19 +314,21 @@ class Tails:
             consumer.position(partition)  # resolve "the end" now, before anything is sent
         return cls(consumer, topics, supplier_topic)
 
-    def _take(self, topic: str) -> list[Any]:
+    def _take(self, *names: str) -> list[Any]:
         for tp, records in self.consumer.poll(timeout_ms=50, max_records=5000).items():
             self.polled.setdefault(tp.topic, []).extend(records)
-        return self.polled.pop(topic, [])
+        return [record for name in names for record in self.polled.pop(name, [])]
 
     def results(self) -> list[dict[str, Any]]:
-        return [json.loads(r.value) for r in self._take(self.topics.order_results)]
+        names = map(self.topics.site_results, demo_sites.SITES)
+        return [json.loads(r.value) for r in self._take(*names)]
 
     def dead_letters(self, key: bytes) -> int:
         return sum(r.key == key for r in self._take(self.topics.orders_dlq))
 
     def settlements(self) -> list[dict[str, Any]]:
-        return [json.loads(r.value) for r in self._take(self.topics.buyer_settlements)]
+        names = map(self.topics.site_buyer_settlements, demo_sites.SITES)
+        return [json.loads(r.value) for r in self._take(*names)]
 
     def supplier(self) -> list[dict[str, Any]]:
         return [json.loads(r.value) for r in self._take(self.supplier_topic)]
@@ -330,9 +338,11 @@ class Tails:
 
 
 def _prepare_topics(settings: Settings, topics: Topics, supplier_topic: str) -> None:
-    """Create the topics the demo writes and reads, so its readers see them from the start."""
+    """Create the topics the demo writes and reads, so its readers see them from the start:
+    each demo site's, as `groupbuy site add` would, and groupbuy's own."""
     require_kafka(settings)
-    names = [*topics.ingest_topics(), topics.campaign_events, topics.buyer_settlements]
+    sites = [name for site in demo_sites.SITES for name in topics.site_topics(site)]
+    names = [*sites, topics.orders_dlq, topics.campaign_events]
     kafka_clients.ensure_topics(settings, [*names, supplier_topic])
     try:
         # A new broker's first minute: its consumer groups have no coordinator yet, and

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -148,7 +149,7 @@ class Sites:
     """Publishes a plan in real time on a thread; `sent` counts (site, kind) as it goes."""
 
     producer: KafkaProducer
-    topic: str
+    topic: Callable[[str], str]  # each site's own orders topic
     planned: list[Planned]
     started: float  # time.monotonic() at fraction 0
     duration: float  # seconds of fraction 1
@@ -165,7 +166,8 @@ class Sites:
                     self.producer.flush()
                     if self.stop.wait(wait):
                         return
-                self.producer.send(self.topic, key=planned.key, value=planned.value)
+                topic = self.topic(planned.site_id)
+                self.producer.send(topic, key=planned.key, value=planned.value)
                 self.sent[planned.site_id, planned.kind] += 1
             self.producer.flush()
         except BaseException as error:  # reported by the demo, which owns the terminal

@@ -141,7 +141,7 @@ def purchase_order(order: dict[str, Any]) -> RenderableType:
 
 def settlement_summary(order: dict[str, Any], settlements: list[dict[str, Any]]) -> Table:
     """What the sites were told to charge, and whether it adds up to the purchase order."""
-    table = Table(title="buyer settlements (groupbuy.buyer-settlements.v1)")
+    table = Table(title="buyer settlements (groupbuy.buyer-settlements.<site>.v1)")
     for column in ("site", "filled", "units", "charged", "released"):
         table.add_column(column, justify="left" if column == "site" else "right")
     for site in sorted({s["site_id"] for s in settlements}):
