@@ -63,12 +63,20 @@ def confirm(producer: KafkaProducer, futures: list[Any]) -> None:
         future.get(timeout=0)
 
 
+def group_id(settings: Settings, group: str) -> str:
+    """The Kafka consumer group of service group `group` in this installation: under the
+    topic prefix, and named after the database schema too. Two installations that share a
+    cluster and a prefix but keep their events in two schemas then each read every
+    partition, instead of splitting them and each missing the other's share."""
+    return f"{settings.topic_prefix}{group}.{settings.database_schema}"
+
+
 def consumer(settings: Settings, group: str | None, **options: Any) -> KafkaConsumer:
     """A group member that never commits by itself: positions live in PostgreSQL. Without
     a group, a reader of the partitions it is assigned. `options` override the defaults."""
     defaults: dict[str, Any] = dict(
         **connection(settings),
-        group_id=None if group is None else settings.topic_prefix + group,
+        group_id=None if group is None else group_id(settings, group),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
@@ -134,13 +142,13 @@ class CoordinatorNotFoundError(RuntimeError):
 
 
 def wait_for_coordinator(settings: Settings, *groups: str, timeout: float = 60.0) -> None:
-    """Wait until the brokers name a coordinator for each group (under the topic prefix).
+    """Wait until the brokers name a coordinator for each group (`group_id`).
 
     A new cluster makes its __consumer_offsets topic when a group first asks for its
     coordinator, and until then answers CoordinatorNotAvailable: a consumer waits that out
     by itself, an admin call fails at once.
     """
-    names = [settings.topic_prefix + group for group in groups]
+    names = [group_id(settings, group) for group in groups]
     if not names:
         return
     deadline = time.monotonic() + timeout

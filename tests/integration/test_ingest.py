@@ -6,9 +6,11 @@ import json
 import random
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from domain.application import GroupBuying
@@ -215,3 +217,38 @@ def test_each_site_writes_in_its_own_name_only_and_a_new_site_is_followed_at_onc
         )
     finally:
         stored.close()
+
+
+def test_two_installations_sharing_a_cluster_and_prefix_each_ingest_every_order(
+    settings: Settings, unique: str
+) -> None:
+    # A second installation: the same brokers and topics, its own schema (dropped with the
+    # test's own, which it is named after).
+    other = replace(settings, database_schema=f"{settings.database_schema}_other")
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{other.database_schema}"')
+    campaign_id = f"twice-{unique}"
+    for installation in (settings, other):
+        app = open_app(installation)
+        app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
+        app.close()
+    orders = [placed(campaign_id, n) for n in range(60)]
+
+    make_site_topics(settings)
+    with running(run_ingest, settings), running(run_ingest, other):
+        publish_orders(settings, orders)
+        wait_for(
+            lambda: all(committed(i, campaign_id) == len(orders) for i in (settings, other)),
+            timeout=60,
+            what="every order in both event stores",
+        )
+
+    assert committed(settings, campaign_id) == committed(other, campaign_id) == len(orders)
+
+
+def committed(settings: Settings, campaign_id: str) -> int:
+    app = open_app(settings)
+    try:
+        return app.get_campaign(campaign_id).committed_quantity
+    finally:
+        app.close()

@@ -378,7 +378,7 @@ class ServicesProcess:
 
     def wait_ready(self, settings: Settings) -> None:
         """Until ingest, project and settle have joined their Kafka consumer groups."""
-        groups = [settings.topic_prefix + group for group in GROUPS]
+        groups = [kafka_clients.group_id(settings, group) for group in GROUPS]
         admin = kafka_clients.admin(settings)
         deadline = time.monotonic() + READY_TIMEOUT
         try:
