@@ -358,7 +358,8 @@ class Campaign(Aggregate):
         if deadline <= self.deadline:
             current, requested = format_instant(self.deadline), format_instant(deadline)
             raise DeadlineNotLaterError(self.campaign_id, current, requested)
-        self._extend(deadline=deadline, previous_deadline=self.deadline, timestamp=now)
+        timestamp = self._not_before_last(now)
+        self._extend(deadline=deadline, previous_deadline=self.deadline, timestamp=timestamp)
 
     def cancel(self, now: datetime) -> None:
         """The operator calls the campaign off: it closes and every commitment is released."""
@@ -446,8 +447,19 @@ class Campaign(Aggregate):
             lines=self._lines(clearing.unit_price) if succeeded else [],
             # A deadline close belongs to the deadline, however late the clock fired.
             closed_at=self.deadline if reason is CloseReason.DEADLINE else now,
-            timestamp=now,
+            timestamp=self._not_before_last(now),
         )
+
+    def _not_before_last(self, now: datetime) -> datetime:
+        """The time of an event recorded `now`: `now`, or the last event's if that is later.
+
+        Each site's orders come on its own topic, timed by the broker as they were appended,
+        and two sites' topics are read in no order between them: an order appended earlier
+        may be applied after one appended later. Its event keeps the campaign's events in
+        time order, for the point-in-time history (`analysis/fold.py`) and the read models;
+        whether it came in time was decided by `now`.
+        """
+        return now if now >= self.modified_on else self.modified_on
 
     def _lines(self, unit_price: Decimal) -> list[dict[str, Any]]:
         filled = {site: d.willing_at(unit_price) for site, d in self.site_demand.items()}
@@ -487,6 +499,7 @@ class Campaign(Aggregate):
         """
         version = self.version + 1
         recorded = object.__new__(event_class)
+        timestamp = self._not_before_last(timestamp)
         state = {"originator_id": self.id, "originator_version": version, "timestamp": timestamp}
         state.update(fields)
         object.__setattr__(recorded, "__dict__", state)

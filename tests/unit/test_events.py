@@ -14,6 +14,7 @@ from eventsourcing.domain import CanMutateAggregate
 
 from domain.application import GroupBuying
 from domain.campaign import Campaign
+from domain.outcomes import Reason
 from tests.unit.builders import DEADLINE, DURING, open_campaign, order
 
 EVENT_NAMES = [
@@ -112,3 +113,19 @@ def test_commitment_events_carry_the_figures_a_read_model_shows() -> None:
     figures = [(e.committed_quantity, e.filled_quantity, e.buyers) for e in events]
     # 9 units at 8.00 once b-2's limit of 9.00 counts; withdrawing 4 units leaves 5 at 8.00.
     assert figures == [(4, 4, 1), (6, 6, 1), (9, 9, 2), (5, 5, 2)]
+
+
+def test_an_order_applied_after_a_later_one_keeps_the_events_in_time_order() -> None:
+    # Two sites' topics are read in no order between them: the order appended first (on
+    # site-a's topic, a second before the deadline) is applied second.
+    campaign = open_campaign()
+    later, earlier = DEADLINE - timedelta(milliseconds=500), DEADLINE - timedelta(seconds=1)
+    campaign.place_order(order(2, site="site-b"), later)
+
+    outcome = campaign.place_order(order(3, site="site-a"), earlier)
+
+    assert outcome.accepted  # in time by its own append time
+    first, second = campaign.pending_events[-2:]
+    assert (first.timestamp, second.timestamp) == (later, later)
+    past = campaign.place_order(order(1, site="site-c"), DEADLINE + timedelta(seconds=1))
+    assert past.reason is Reason.CAMPAIGN_CLOSED  # after the deadline by its own time
