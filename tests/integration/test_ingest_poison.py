@@ -26,7 +26,7 @@ from infra.services.ingest import run_ingest
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, placed
-from tests.support.kafka_io import make_site_topics, produce_raw, read_json
+from tests.support.kafka_io import make_site_topics, produce_raw, read_json, site_client
 from tests.support.pipeline import running
 
 Headers = list[tuple[str, bytes | None]]
@@ -46,10 +46,8 @@ class Publisher:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=100
-        )
-        self.admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.producer = KafkaProducer(**site_client(settings), acks="all", linger_ms=100)
+        self.admin = KafkaAdminClient(**site_client(settings))
         self.sent: dict[bytes, Any] = {}  # each value, and the future or offset of its send
 
     def send(self, value: bytes, headers: Headers | None = None, key: bytes = b"poison") -> None:
@@ -87,9 +85,7 @@ class Publisher:
 
 def read_dead_letters(settings: Settings, topic: str, count: int) -> list[ConsumerRecord]:
     """At least `count` records of the DLQ, header names that are not UTF-8 included."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
+    consumer = KafkaConsumer(**site_client(settings), group_id=None, auto_offset_reset="earliest")
     read_raw_header_keys(consumer)  # a plain consumer fails on such a name
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     consumer.assign(partitions)

@@ -25,6 +25,7 @@ from infra.settings import Settings
 from projections.read_models import TABLES, ReadModelTables
 from projections.wire import encode
 from tests.support.builders import campaign
+from tests.support.kafka_io import site_client
 from tests.support.pipeline import ServiceProcess
 
 TOPIC = "groupbuy.campaign-events.v1"
@@ -54,7 +55,7 @@ def sink(settings: Settings) -> Iterator[ProjectorSink]:
 
 def send(settings: Settings, topic: str, messages: list[dict[str, Any]]) -> list[Any]:
     """Publish keyed by campaign_id, as the relay does; where each record went."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**site_client(settings), acks="all")
     futures = [
         producer.send(topic, key=m["campaign_id"].encode(), value=json.dumps(m).encode())
         for m in messages

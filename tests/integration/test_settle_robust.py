@@ -26,7 +26,7 @@ from infra.services.settle import Settled, transactional_id
 from infra.settings import Settings
 from projections.wire import encode
 from tests.support.builders import campaign
-from tests.support.kafka_io import buyers_topics, make_site_topics, read_until
+from tests.support.kafka_io import buyers_topics, make_site_topics, read_until, site_client
 from tests.support.pipeline import ServiceProcess
 
 
@@ -63,7 +63,7 @@ def send(settings: Settings, messages: list[dict[str, Any]]) -> Any:
     """Publish to the campaign-events topic, keyed as the relay keys; where the last went."""
     topic = Topics(settings.topic_prefix).campaign_events
     kafka_clients.ensure_topics(settings, [topic])
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**site_client(settings), acks="all")
     futures = [
         producer.send(topic, key=m["campaign_id"].encode(), value=json.dumps(m).encode())
         for m in messages
@@ -108,13 +108,14 @@ def test_settle_killed_mid_stream_and_restarted_sends_each_message_once_without_
 
 
 DANGLING = """
-import sys, time
+import json, sys, time
 from kafka import KafkaProducer
-producer = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id=sys.argv[2],
+options = json.loads(sys.stdin.readline())  # the broker and its credentials, unseen by ps
+producer = KafkaProducer(**options, transactional_id=sys.argv[1],
                          transaction_timeout_ms=120_000)
 producer.init_transactions()
 producer.begin_transaction()
-producer.send(sys.argv[3], key=b"site-a", value=b"{}")
+producer.send(sys.argv[2], key=b"site-a", value=b"{}")
 producer.flush()
 print("open", flush=True)
 time.sleep(600)
@@ -133,15 +134,18 @@ def test_a_restarted_settle_fences_the_transaction_its_predecessor_left_open(
             sys.executable,
             "-c",
             DANGLING,
-            settings.kafka_bootstrap,
             transactional_id(settings),
             buyers_topic,
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
+        assert predecessor.stdin is not None
         assert predecessor.stdout is not None
+        predecessor.stdin.write(json.dumps(site_client(settings)) + "\n")
+        predecessor.stdin.flush()
         assert predecessor.stdout.readline() == "open\n"
     finally:
         predecessor.kill()

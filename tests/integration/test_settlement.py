@@ -132,8 +132,13 @@ def test_settle_killed_at_random_points_still_issues_each_purchase_order_once(
     topics = Topics(settings.topic_prefix)
     supplier = f"acme-{unique}"
     campaign_ids = [f"k{n}-{unique}" for n in range(30)]
+    # One deadline for all, after they are opened and their orders sent (over TLS, opening
+    # 30 campaigns one connection each takes some seconds).
+    deadline = (datetime.now(UTC) + timedelta(seconds=10)).isoformat()
     for campaign_id in campaign_ids:
-        open_closing_soon(settings, campaign_id, 3, supplier_id=supplier, minimum_quantity=1)
+        open_closing_soon(
+            settings, campaign_id, 0, supplier_id=supplier, minimum_quantity=1, deadline=deadline
+        )
     publish_orders(
         settings,
         [order(c, "site-a", f"b{n}", 1 + n % 3, None) for c in campaign_ids for n in range(20)],

@@ -4,6 +4,7 @@ own, and a record of who registered it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -14,13 +15,16 @@ from tests.support.pipeline import groupbuy
 
 
 def test_a_site_and_a_supplier_get_their_topics_and_are_listed(
-    settings: Settings, unique: str
+    settings: Settings, unique: str, tmp_path: Path
 ) -> None:
     topics = Topics(settings.topic_prefix)
     site, supplier = f"shop-{unique}", f"maker-{unique}"
 
-    added = groupbuy(settings, "site", "add", site)
-    supplied = groupbuy(settings, "supplier", "add", supplier)
+    # A password file: a secured cluster makes each tenant's user (unused on plain text).
+    added = groupbuy(settings, "site", "add", site, "--password-file", str(tmp_path / site))
+    supplied = groupbuy(
+        settings, "supplier", "add", supplier, "--password-file", str(tmp_path / supplier)
+    )
     listed = groupbuy(settings, "site", "list", "--json")
 
     assert added.returncode == 0, added.stderr

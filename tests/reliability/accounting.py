@@ -21,7 +21,7 @@ from infra.adapters.topics import Topics
 from infra.settings import Settings
 from tests.support.builders import SITES
 from tests.support.faults import OrderStream
-from tests.support.kafka_io import Topic, buyers_topics, results_topics, until
+from tests.support.kafka_io import Topic, buyers_topics, results_topics, site_client, until
 from tests.support.read_models import live_rows, projected_version, rebuilt_rows, stored_version
 
 # Keys of the sites' order-results topics: (site_id, order_id, result type).
@@ -39,7 +39,7 @@ class TopicReader:
         self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.records: list[ConsumerRecord] = []
         self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **site_client(settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

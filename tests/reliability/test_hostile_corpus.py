@@ -29,7 +29,7 @@ from infra.settings import Settings
 from projections.read_models import ReadModelTables
 from tests.support.builders import SITES, placed
 from tests.support.faults import open_campaigns
-from tests.support.kafka_io import make_site_topics, produce_raw, until
+from tests.support.kafka_io import make_site_topics, produce_raw, site_client, until
 from tests.support.pipeline import ServiceProcess
 from tests.support.read_models import live_rows, projected_version, rebuilt_rows, stored_version
 
@@ -370,12 +370,12 @@ class Sender:
     def __init__(self, settings: Settings) -> None:
         self.topics = Topics(settings.topic_prefix)
         self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **site_client(settings),
             acks="all",
             linger_ms=20,
             max_request_size=4 * MiB,
         )
-        self.admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.admin = KafkaAdminClient(**site_client(settings))
         self.sent: list[tuple[Entry, Any]] = []
 
     def send(self, entries: Iterable[Entry]) -> None:
@@ -431,7 +431,7 @@ class TopicTail:
         self.records: list[ConsumerRecord] = []
         self.partitions: list[TopicPartition] = []
         self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **site_client(settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -31,7 +31,7 @@ from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
 from infra.settings import Settings
 from tests.support.builders import SITES, campaign
-from tests.support.kafka_io import make_site_topics
+from tests.support.kafka_io import make_site_topics, site_client
 from tests.support.pipeline import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -475,7 +475,7 @@ class OrderStream:
     def _producer_now(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **site_client(self.settings),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
