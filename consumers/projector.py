@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
 from eventsourcing.persistence import IntegrityError
+from psycopg import pq
 from psycopg.sql import SQL
 
 from consumers.batch import FencedTracking, Record
@@ -133,8 +134,23 @@ class ProjectorSink:
 
     def forget(self) -> None:
         self.projection.forget()
-        if self.conn.broken or self.conn.closed:
+        if not _usable(self.conn):
+            with suppress(psycopg.Error):
+                self.conn.close()
             self.conn = psycopg.connect(self.conninfo, autocommit=True)
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether `conn` can take the next batch: open, and idle outside any pipeline.
+
+    A server that went away in the middle of a pipeline leaves psycopg's connection neither
+    closed nor broken but still in pipeline mode ("cannot exit pipeline mode while busy"),
+    refusing every query after: only a new connection gets past it.
+    """
+    if conn.broken or conn.closed:
+        return False
+    idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
+    return idle and conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
 
 
 @contextmanager
