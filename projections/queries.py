@@ -49,3 +49,16 @@ def campaigns(
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, (status,) if status else ()).fetchall()
     return [jsonable(row) for row in rows]
+
+
+def price_history(
+    conn: psycopg.Connection[Any], tables: ReadModelTables, campaign_id: str
+) -> list[dict[str, Any]]:
+    """Each price the campaign showed, with the units committed then, oldest first."""
+    query = SQL(
+        "SELECT version, at, unit_price, committed_quantity FROM {} "
+        "WHERE campaign_id = %s ORDER BY version"
+    ).format(tables.prices)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, (campaign_id,)).fetchall()
+    return [jsonable(row) for row in rows]

@@ -1,0 +1,45 @@
+"""`groupbuy serve`: the HTTP API on uvicorn (the `groupbuy[http]` extra)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from infra.cli.common import EXIT_CODES, INVALID, CommandError, require_postgres
+from infra.settings import Settings
+
+
+def add_command(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP API: live campaigns, prices, health",
+        description=(
+            "Serve the HTTP API (docs/contract.md, 'HTTP'): the campaigns' live read models, "
+            "their price histories, /healthz and /readyz; OpenAPI at /openapi.json."
+        ),
+        epilog=EXIT_CODES,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.set_defaults(run=run_serve)
+
+
+def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from infra.http.app import create_app
+    except ImportError as error:  # the optional extra is missing
+        raise CommandError(
+            f"groupbuy serve needs the http extra (pip install 'groupbuy[http]'): {error}",
+            INVALID,
+        ) from None
+    require_postgres(settings)  # an unreachable database is named at once
+    uvicorn.run(
+        create_app(settings),
+        host=arguments.host,
+        port=arguments.port,
+        log_level="info",
+        access_log=False,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""`groupbuy serve`: the HTTP surface (docs/contract.md, "HTTP")."""
