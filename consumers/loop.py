@@ -101,6 +101,9 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         # topic was made again, so the offsets began again (see `_seek_past`).
         self.floors: dict[str, int] = {}
         self.lost: RecordsLostError | None = None  # found while assigned: raised at the poll
+        # Assigned with a stored position, paused until the next poll looks at where the
+        # partition begins and ends (`_check_assigned`).
+        self.unchecked: dict[TopicPartition, int] = {}
         self.failures = 0  # dependency failures since the last batch saved
         self.conflicts = 0  # position conflicts since the last batch saved
         self.parked_in_a_row = 0
@@ -144,6 +147,10 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         return True
 
     def _apply_next(self, timeout_ms: int) -> int:
+        if self.unchecked:
+            self._check_assigned()
+            if self.lost is not None:
+                return 0  # raised by the next poll_once, before anything else
         polled = self._poll(timeout_ms)
         records: list[Record] = []
         expected: dict[str, int | None] = {}  # each partition's stored position
@@ -297,20 +304,42 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.on_partitions_assigned(list(self.consumer.assignment()))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Seek each partition after its stored position, once the next poll has checked
+        that the records after it are still there.
+
+        kafka-python calls this on its IO thread for a rebalance after the first (a site's
+        new orders topic, a member joining), where a call that waits for Kafka (the
+        partitions' first and last offsets) fails: the partitions are paused instead, and
+        the poll that follows looks at their offsets first (`_check_assigned`).
+        """
         log.info("assigned %s", ", ".join(f"{p.topic}:{p.partition}" for p in assigned) or "none")
         stored = self.sink.stored_positions([position_name(p.topic, p.partition) for p in assigned])
-        known = [p for p in assigned if stored[position_name(p.topic, p.partition)] is not None]
-        begins = self.consumer.beginning_offsets(known) if known else {}
-        ends = self.consumer.end_offsets(known) if known else {}
         for partition in assigned:
             name = position_name(partition.topic, partition.partition)
             position = stored[name]
             self.positions[name] = position
             self.floors.pop(name, None)
             if position is None:
+                self.unchecked.pop(partition, None)
                 self.consumer.seek_to_beginning(partition)
             else:
-                self._seek_past(partition, position, begins[partition], ends[partition])
+                self.unchecked[partition] = position
+        if self.unchecked:
+            self.consumer.pause(*self.unchecked)
+
+    def _check_assigned(self) -> None:
+        """Seek the partitions assigned since the last poll past their stored positions (or
+        where `_seek_past` says), and let them be fetched again."""
+        assigned = self.consumer.assignment()
+        partitions = [p for p in self.unchecked if p in assigned]
+        begins = self.consumer.beginning_offsets(partitions) if partitions else {}
+        ends = self.consumer.end_offsets(partitions) if partitions else {}
+        for partition in partitions:
+            self._seek_past(
+                partition, self.unchecked[partition], begins[partition], ends[partition]
+            )
+        self.unchecked.clear()
+        self.consumer.resume(*partitions)
 
     def _seek_past(self, partition: TopicPartition, position: int, begin: int, end: int) -> None:
         """Seek after `position`, unless records after it are gone: a topic made again (its
@@ -342,6 +371,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for partition in revoked:
             self.positions.pop(position_name(partition.topic, partition.partition), None)
+            self.unchecked.pop(partition, None)
         self.sink.forget()
 
     @staticmethod

@@ -198,8 +198,11 @@ class FakeConsumer:
         self.polls: list[list[Record]] = []
         self.seeks: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Polled]]:
+        if self.paused:  # as Kafka: nothing of a paused partition (every test uses one)
+            return {}
         records = self.polls.pop(0) if self.polls else []
         polled: dict[TopicPartition, list[Polled]] = {}
         for r in records:
@@ -216,6 +219,12 @@ class FakeConsumer:
 
     def seek_to_beginning(self, partition: TopicPartition) -> None:
         self.seeks[partition] = 0
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
 
     # A partition that still holds every offset the tests use: nothing was lost from it.
     def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -411,3 +420,36 @@ def test_outbox_rows_written_before_hex_names_still_publish() -> None:
         ("trace", b"t-1"),
         ("error", b""),
     ]
+
+
+class IOThreadConsumer(FakeConsumer):
+    """kafka-python's IO thread, where a rebalance after the first runs its listener: any
+    call that waits for Kafka fails there."""
+
+    in_listener = False
+
+    def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.in_listener:
+            raise RuntimeError("Cannot block on net.run() from the IO thread itself")
+        return super().beginning_offsets(partitions)
+
+
+def test_a_rebalance_on_the_io_thread_waits_for_no_offsets_and_the_next_poll_seeks() -> None:
+    sink = ParkingSink(bad=set(), failure=refused_value)
+    sink.positions[f"{ORDERS}:2"] = 11  # applied up to 11 before the rebalance
+    consumer = IOThreadConsumer()
+    loop = TrackedLoop(consumer, sink)  # type: ignore[arg-type]
+    partition = TopicPartition(ORDERS, 2)
+
+    consumer.in_listener = True
+    loop.on_partitions_assigned([partition])
+    consumer.in_listener = False
+    paused = set(consumer.paused)
+    consumer.polls.append([record(offset, placed(offset)) for offset in range(12, 15)])
+
+    assert loop.poll_once() == 3
+
+    assert paused == {partition}  # nothing fetched before the seek
+    assert consumer.seeks == {partition: 12}
+    assert consumer.paused == set()
+    assert sink.saved == [12, 13, 14]
