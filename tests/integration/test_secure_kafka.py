@@ -200,17 +200,25 @@ def test_each_site_and_supplier_reaches_its_own_topics_and_nothing_else(
     assert {t.tenant_id for t in registry.registered("site")} >= {site_a, site_b}
 
 
+def open_closing_soon(secured: Settings, campaign_id: str, **changes: Any) -> None:
+    """A campaign whose deadline is 10 s away and that succeeds with one unit."""
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    stamp = deadline.isoformat().replace("+00:00", "Z")
+    app = open_app(secured)
+    try:
+        definition = campaign(campaign_id, minimum_quantity=1, deadline=stamp, **changes)
+        app.open_campaign(definition, datetime.now(UTC))
+    finally:
+        app.close()
+
+
 def test_a_site_places_orders_and_reads_its_answers_and_settlements_with_its_own_credentials(
     secured: Settings, unique: str, tmp_path: Path
 ) -> None:
     topics = Topics(secured.topic_prefix)
     site, campaign_id = f"shop-{unique}", f"mine-{unique}"
     Registry(secured).register("site", site, tmp_path / site)
-    deadline = datetime.now(UTC) + timedelta(seconds=10)
-    app = open_app(secured)
-    stamp = deadline.isoformat().replace("+00:00", "Z")
-    app.open_campaign(campaign(campaign_id, minimum_quantity=1, deadline=stamp), datetime.now(UTC))
-    app.close()
+    open_closing_soon(secured, campaign_id)
     shop = Tenant(secured, site, tmp_path / site)
     orders = [placed(campaign_id, n, site_id=site, order_id=f"{site}:{n}") for n in range(ORDERS)]
     forged = placed(campaign_id, 9, site_id="site-b", order_id="site-b:9")  # in another's name
@@ -242,16 +250,7 @@ def test_a_supplier_reads_its_purchase_order_with_its_own_credentials(
     topics = Topics(secured.topic_prefix)
     supplier, campaign_id = f"maker-{unique}", f"po-{unique}"
     Registry(secured).register("supplier", supplier, tmp_path / supplier)
-    deadline = datetime.now(UTC) + timedelta(seconds=10)
-    app = open_app(secured)
-    definition = campaign(
-        campaign_id,
-        supplier_id=supplier,
-        minimum_quantity=1,
-        deadline=deadline.isoformat().replace("+00:00", "Z"),
-    )
-    app.open_campaign(definition, datetime.now(UTC))
-    app.close()
+    open_closing_soon(secured, campaign_id, supplier_id=supplier)
     maker = Tenant(secured, supplier, tmp_path / supplier)
     make_site_topics(secured)
 
