@@ -17,8 +17,11 @@ from kafka import (
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
+from infra.adapters.kafka_joins import keep_finished_joins
 from infra.adapters.topics import SETTLEMENT_MAX_BYTES, Topics
 from infra.settings import Settings
+
+keep_finished_joins()  # before any consumer joins a group
 
 STARTING_BACKOFF_MS = 10  # between metadata requests while a consumer starts
 TOPIC_ALREADY_EXISTS = 36  # Kafka's error code; another process created it first

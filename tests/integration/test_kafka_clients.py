@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kafka import KafkaAdminClient
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from infra.adapters import kafka_clients
 from infra.adapters.topics import Topics, partitions_from_env
@@ -49,3 +51,40 @@ def test_a_reader_learns_its_topics_before_it_is_given_partitions(
         assert metadata["retry_backoff_ms"] == consumer.config["retry_backoff_ms"]
     finally:
         consumer.close()
+
+
+def test_a_member_polling_briefly_is_given_its_partitions_and_a_new_topics_too(
+    settings: Settings, kafka_admin: KafkaAdminClient
+) -> None:
+    # A poll shorter than a JoinGroup and SyncGroup round trip: what a loaded machine does
+    # to the services' 0.2 s polls. kafka-python 3.0.12 alone never assigns anything here
+    # (infra/adapters/kafka_joins.py).
+    topics = Topics(settings.topic_prefix)
+    site_a, site_b = topics.site_orders("site-a"), topics.site_orders("site-b")
+    kafka_clients.create_topics(kafka_admin, topics, [site_a])
+    consumer = kafka_clients.consumer(settings, "groupbuy-test", metadata_max_age_ms=500)
+    try:
+        subscription = kafka_clients.Subscription(consumer, pattern=topics.orders_pattern)
+        subscription.start(None)
+
+        first = polled_until_assigned(consumer, {site_a})
+        # The member leads a rebalance of its own making: a topic matching its pattern.
+        kafka_clients.create_topics(kafka_admin, topics, [site_b])
+        second = polled_until_assigned(consumer, {site_a, site_b})
+
+        assert first == {site_a}
+        assert second == {site_a, site_b}
+    finally:
+        consumer.close()
+
+
+def polled_until_assigned(consumer: KafkaConsumer, wanted: set[str]) -> set[str]:
+    """The topics assigned to `consumer` once they are `wanted`, polling 5 ms at a time,
+    or after 20 s."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        consumer.poll(timeout_ms=5)
+        assigned = {partition.topic for partition in consumer.assignment()}
+        if assigned == wanted:
+            break
+    return assigned
