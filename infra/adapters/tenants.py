@@ -11,7 +11,8 @@ from __future__ import annotations
 import getpass
 import re
 import secrets
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,8 +127,7 @@ class Registry:
 
     def registered(self, kind: str) -> list[Tenant]:
         topics = Topics(self.settings.topic_prefix)
-        with closing(self._connect()) as conn:
-            self._ensure_table(conn)
+        with self._table() as conn:
             rows = conn.execute(
                 SQL(
                     "SELECT tenant_id, registered_at, registered_by FROM {} WHERE kind = %s "
@@ -152,8 +152,7 @@ class Registry:
 
     def _record(self, kind: str, tenant_id: str, names: list[str]) -> Tenant:
         by = getpass.getuser()
-        with closing(self._connect()) as conn, conn.transaction():
-            self._ensure_table(conn)
+        with self._table() as conn, conn.transaction():
             row = conn.execute(
                 SQL(
                     "INSERT INTO {} VALUES (%s, %s, %s, %s) ON CONFLICT (kind, tenant_id) "
@@ -164,14 +163,15 @@ class Registry:
         assert row is not None
         return Tenant(kind, tenant_id, row[0], row[1], names)
 
-    def _ensure_table(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, tenant_id text NOT NULL, "
-                "registered_at timestamptz NOT NULL, registered_by text NOT NULL, "
-                "PRIMARY KEY (kind, tenant_id))"
-            ).format(self.table)
-        )
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.settings.postgres_conninfo, autocommit=True)
+    @contextmanager
+    def _table(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection (autocommit) to the database, where the register's table exists."""
+        with closing(psycopg.connect(self.settings.postgres_conninfo, autocommit=True)) as conn:
+            conn.execute(
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, tenant_id text NOT NULL, "
+                    "registered_at timestamptz NOT NULL, registered_by text NOT NULL, "
+                    "PRIMARY KEY (kind, tenant_id))"
+                ).format(self.table)
+            )
+            yield conn

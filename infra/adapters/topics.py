@@ -94,12 +94,11 @@ class Topics:
         none of a site's."""
         if (site := self.site_of_orders(name)) is not None:
             return site
-        for kind in ("order-results", "buyer-settlements"):
-            start, end = f"{self.prefix}groupbuy.{kind}.", ".v1"
-            if name.startswith(start) and name.endswith(end):
-                site = name[len(start) : -len(end)]
-                return site if re.fullmatch(SLUG, site) else None
-        return None
+        kinds = r"order-results|buyer-settlements"
+        matched = re.fullmatch(
+            rf"{re.escape(self.prefix)}groupbuy\.(?:{kinds})\.({SLUG})\.v1", name
+        )
+        return None if matched is None else matched.group(1)
 
     def partitions(self, name: str) -> int:
         """How many partitions topic `name` is created with: one per relay publisher for the
