@@ -53,6 +53,7 @@ class ProjectorSink:
         self.conn = psycopg.connect(conninfo, autocommit=True)
         self.projection = LiveProjection(tables)
         self.positions = PositionTable(tables.positions)
+        self.channel = tables.channel
         self.lock_positions = SQL(
             "SELECT application_name, notification_id FROM {} "
             "WHERE application_name = ANY(%s) FOR UPDATE"
@@ -102,17 +103,21 @@ class ProjectorSink:
         self, records: Sequence[Record], expected: dict[str, int | None], pipelined: bool = True
     ) -> None:
         last: dict[str, int] = {}
+        changed: set[str] = set()
         # Pipelined: the statements of a whole batch go out without waiting for each reply.
         with self._pipeline(pipelined), self.conn.transaction(), self.conn.cursor() as cur:
             if not pipelined:
                 self._hold_positions(cur, expected)
             for record in records:
                 last[record.position_name] = record.offset
-                self._apply(cur, record, refusals_are_its_own=not pipelined)
+                changed.add(self._apply(cur, record, refusals_are_its_own=not pipelined))
             for name, offset in last.items():
                 self.positions.move(cur, FencedTracking(name, offset, expected=expected[name]))
             generation = self.generation
             self.positions.move(cur, FencedTracking(GENERATION, generation, expected=generation))
+            # Delivered to listeners when the transaction commits, and only then.
+            for campaign_id in sorted(changed):
+                cur.execute("SELECT pg_notify(%s, %s)", (self.channel, campaign_id))
 
     def _pipeline(self, pipelined: bool) -> Any:
         return self.conn.pipeline() if pipelined else nullcontext()
@@ -128,9 +133,12 @@ class ProjectorSink:
         if moved:
             raise IntegrityError(f"{', '.join(moved)} moved on: another projector saved")
 
-    def _apply(self, cur: psycopg.Cursor[Any], record: Record, refusals_are_its_own: bool) -> None:
+    def _apply(self, cur: psycopg.Cursor[Any], record: Record, refusals_are_its_own: bool) -> str:
+        """Apply `record`'s event; the campaign it changed."""
         with _unappliable(record, refusals_are_its_own):
-            self.projection.apply(cur, decode(record.value or b""))
+            event = decode(record.value or b"")
+            self.projection.apply(cur, event)
+        return event.campaign_id
 
     def forget(self) -> None:
         self.projection.forget()

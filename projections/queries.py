@@ -12,8 +12,8 @@ from projections.read_models import ReadModelTables
 from projections.wire import jsonable
 
 LIST_COLUMNS = (
-    "campaign_id, title, status, currency, unit_price, committed_quantity, filled_quantity, "
-    "buyers, next_unit_price, units_to_next_price, deadline"
+    "campaign_id, version, title, status, currency, unit_price, committed_quantity, "
+    "filled_quantity, buyers, next_unit_price, units_to_next_price, deadline"
 )
 
 
@@ -36,6 +36,18 @@ def campaign(
         ).fetchall()
     view: dict[str, Any] = jsonable(row | {"sites": sites})
     return view
+
+
+def live(
+    conn: psycopg.Connection[Any], tables: ReadModelTables, campaign_id: str
+) -> dict[str, Any] | None:
+    """What a campaign's live stream sends: the figures `campaigns` lists."""
+    query = SQL("SELECT " + LIST_COLUMNS + " FROM {} WHERE campaign_id = %s").format(
+        tables.campaigns
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query, (campaign_id,)).fetchone()
+    return None if row is None else jsonable(row)
 
 
 def campaigns(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,16 @@ class ReadModelTables:
     @property
     def positions(self) -> Identifier:
         return self.table("positions")
+
+    @property
+    def channel(self) -> str:
+        """The PostgreSQL notification channel on which the projector names each campaign a
+        committed batch changed (`groupbuy serve` listens to push it): one per schema.
+        PostgreSQL takes a channel name of up to 63 bytes."""
+        name = f"groupbuy.live.{self.schema}"
+        if len(name.encode()) <= 63:
+            return name
+        return "groupbuy.live." + hashlib.sha256(self.schema.encode()).hexdigest()[:40]
 
     def widen(self, cur: Cursor[Any]) -> list[str]:
         """Make any `int` column of these tables `bigint`: a sum of quantities outgrows int4

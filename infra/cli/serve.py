@@ -41,5 +41,7 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
         port=arguments.port,
         log_level="info",
         access_log=False,
+        # Live streams never end by themselves: stop waiting for them after this long.
+        timeout_graceful_shutdown=2,
     )
     return 0
