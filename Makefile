@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	@command -v java >/dev/null || { echo "installing Java 17 for Kafka" >&2; apt-get update -q >&2 && apt-get install -y -q openjdk-17-jre-headless >&2; }
 	@command -v mvn >/dev/null || { echo "installing Maven to fetch Kafka" >&2; apt-get update -q >&2 && apt-get install -y -q maven >&2; }
 	@command -v openssl >/dev/null || { echo "installing openssl for the TLS PostgreSQL's key" >&2; apt-get update -q >&2 && apt-get install -y -q openssl >&2; }
+	@command -v chromium >/dev/null || { echo "installing Chromium for the browser tests" >&2; apt-get update -q >&2 && apt-get install -y -q chromium >&2; }
 	$(PYTHON) -m venv $(VENV) >&2
 	$(BIN)/pip install -q --upgrade pip >&2
 	$(BIN)/pip install -q -e '.[dev]' >&2

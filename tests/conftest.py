@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from kafka import KafkaAdminClient
 
 from infra.adapters.kafka_clients import delete_topics_named
 from infra.settings import Settings
+from tests.support.kafka_io import wait_for
 from tests.support.pipeline import ServiceProcess
 from tests.support.services import Services, provide_services
 
@@ -120,3 +124,31 @@ def processes() -> Iterator[list[ServiceProcess]]:
     yield started
     for process in started:
         process.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def api(
+    settings: Settings, processes: list[ServiceProcess], tmp_path: Path
+) -> Iterator[httpx.Client]:
+    """`groupbuy serve` in a process of its own on a free port, and a client of it."""
+    port = free_port()
+    process = ServiceProcess("serve", settings, tmp_path / "serve.log", "--port", str(port))
+    processes.append(process)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+
+        def answers() -> bool:
+            assert process.process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                return client.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout=30, what="groupbuy serve to answer")
+        yield client

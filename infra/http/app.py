@@ -7,17 +7,22 @@ can cache it, and a client that sends the ETag back in `If-None-Match` gets `304
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, StreamingResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from infra.http.live import EVERY, Frame, LiveFeed
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
@@ -26,6 +31,17 @@ from projections.read_models import ReadModelTables
 # older one while it asks again.
 LIVE = "public, max-age=1, stale-while-revalidate=5"
 POOL_TIMEOUT = 5.0  # seconds a request waits for a database connection before 503
+RETRY_MS = 2000  # how soon an SSE client whose stream broke connects again
+STATIC = Path(__file__).parent / "static"
+# The dashboard and the widget, by path; kept a few minutes by browsers and CDNs.
+PAGES = {
+    "/": "index.html",
+    "/dashboard.js": "dashboard.js",
+    "/dashboard.css": "dashboard.css",
+    "/widget.js": "widget.js",
+    "/widget.html": "widget.html",
+}
+PAGE_CACHE = "public, max-age=300"
 
 
 class Status(StrEnum):
@@ -47,12 +63,21 @@ def create_app(settings: Settings) -> FastAPI:
         name="groupbuy-http",
     )
 
+    def read_live(campaign_id: str) -> Frame | None:
+        with pool.connection(timeout=POOL_TIMEOUT) as conn:
+            return queries.live(conn, tables, campaign_id)
+
+    feed = LiveFeed(settings.postgres_conninfo, tables.channel, read_live)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
+        listening = asyncio.create_task(feed.listen(), name="groupbuy-live")
         try:
             yield
         finally:
+            await feed.stop()
+            listening.cancel()
             pool.close()
 
     @contextmanager
@@ -72,6 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
+    # Public reads may be made from any storefront's pages (the widget): no credentials.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
+    for path, name in PAGES.items():
+        app.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -118,7 +147,102 @@ def create_app(settings: Settings) -> FastAPI:
             history = queries.price_history(conn, tables, campaign_id)
         return cached(request, {"campaign_id": campaign_id, "prices": history})
 
+    @app.get(
+        "/v1/campaigns/{campaign_id}/live",
+        tags=["campaigns"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    def live(
+        campaign_id: str, last_event_id: str | None = Header(default=None)
+    ) -> StreamingResponse:
+        """The campaign's live figures as Server-Sent Events, pushed when the projector
+        commits a change: event `campaign`, id the read model's version, data the figures
+        `GET /v1/campaigns` lists. A client that reconnects with `Last-Event-ID` gets the
+        current figures only if they moved on."""
+        with connection() as conn:
+            if queries.live(conn, tables, campaign_id) is None:
+                raise HTTPException(404, f"no campaign {campaign_id!r}")
+        seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+        return StreamingResponse(
+            events(feed, campaign_id, seen),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get(
+        "/v1/live",
+        tags=["campaigns"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    def live_everything() -> StreamingResponse:
+        """Every campaign's live figures as Server-Sent Events (what the dashboard shows):
+        event `campaign` for each campaign at first, then for each one the projector
+        changes."""
+        return StreamingResponse(
+            every_event(feed, read_all, read_live),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    def read_all() -> list[Frame]:
+        with pool.connection(timeout=POOL_TIMEOUT) as conn:
+            return queries.campaigns(conn, tables)
+
     return app
+
+
+async def every_event(
+    feed: LiveFeed,
+    read_all: Callable[[], list[Frame]],
+    read_one: Callable[[str], Frame | None],
+) -> AsyncIterator[str]:
+    """Server-Sent Events of every campaign, then of each as it changes."""
+    yield f"retry: {RETRY_MS}\n\n"
+    queue = feed.follow()  # from before the first read: no change is lost
+    try:
+        for frame in await asyncio.to_thread(read_all):
+            yield event(frame)
+        async for changed in feed.changes(queue):
+            if changed is None:
+                yield ": keepalive\n\n"
+                continue
+            if EVERY in changed:
+                frames = await asyncio.to_thread(read_all)
+            else:
+                found = [await asyncio.to_thread(read_one, c) for c in sorted(changed)]
+                frames = [frame for frame in found if frame is not None]
+            for frame in frames:
+                yield event(frame)
+    finally:
+        feed.unfollow(queue)
+
+
+def event(frame: Frame, with_id: bool = False) -> str:
+    """One Server-Sent Event `campaign` holding `frame` (its id the version, if asked)."""
+    data = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    head = f"id: {frame['version']}\n" if with_id else ""
+    return f"{head}event: campaign\ndata: {data}\n\n"
+
+
+async def events(feed: LiveFeed, campaign_id: str, seen: int | None) -> AsyncIterator[str]:
+    """Server-Sent Events of the campaign's frames, with a comment for each quiet spell."""
+    yield f"retry: {RETRY_MS}\n\n"
+    async for frame in feed.frames(campaign_id, seen):
+        if frame is None:
+            yield ": keepalive\n\n"
+        else:
+            yield event(frame, with_id=True)
+
+
+def page(name: str) -> Callable[[], FileResponse]:
+    """An endpoint serving the static file `name` (the dashboard's, the widget's)."""
+
+    def serve() -> FileResponse:
+        return FileResponse(STATIC / name, headers={"Cache-Control": PAGE_CACHE})
+
+    return serve
 
 
 def cached(request: Request, body: Any) -> Response:

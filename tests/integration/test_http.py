@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import httpx
-import pytest
 
 from infra.adapters.app import open_app
 from infra.services.ingest import run_ingest
@@ -18,48 +17,21 @@ from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, order
 from tests.support.kafka_io import make_site_topics, publish_orders, wait_for
-from tests.support.pipeline import ServiceProcess, running
+from tests.support.pipeline import running
 from tests.support.read_models import projected_version
 
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z")
 MONEY = re.compile(r"\d+\.\d{2}")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def server(
-    settings: Settings, processes: list[ServiceProcess], tmp_path: Path
-) -> Iterator[httpx.Client]:
-    port = free_port()
-    process = ServiceProcess("serve", settings, tmp_path / "serve.log", "--port", str(port))
-    processes.append(process)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-
-        def answers() -> bool:
-            assert process.process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                return client.get("/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, timeout=30, what="groupbuy serve to answer")
-        yield client
-
-
 def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
-    settings: Settings, server: httpx.Client, unique: str
+    settings: Settings, api: httpx.Client, unique: str
 ) -> None:
     campaign_id = f"web-{unique}"
     app = open_app(settings)
     app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
     app.close()
-    assert server.get("/readyz").status_code == 503  # no read models before the projector
+    assert api.get("/readyz").status_code == 503  # no read models before the projector
 
     make_site_topics(settings)
     with (
@@ -69,17 +41,17 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
     ):
         publish_orders(settings, [order(campaign_id, "site-a", "b1", 12, None)])
         wait_for(lambda: projected_version(settings) == 2, what="the order projected")
-        first = server.get(f"/v1/campaigns/{campaign_id}")
-        again = server.get(
+        first = api.get(f"/v1/campaigns/{campaign_id}")
+        again = api.get(
             f"/v1/campaigns/{campaign_id}", headers={"If-None-Match": first.headers["ETag"]}
         )
         publish_orders(settings, [order(campaign_id, "site-b", "b2", 9, "9.00")])
         wait_for(lambda: projected_version(settings) == 3, what="the next order projected")
-        moved = server.get(
+        moved = api.get(
             f"/v1/campaigns/{campaign_id}", headers={"If-None-Match": first.headers["ETag"]}
         )
 
-    assert server.get("/readyz").json() == {"status": "ready"}
+    assert api.get("/readyz").json() == {"status": "ready"}
     assert first.status_code == 200
     body = first.json()
     assert (body["campaign_id"], body["status"], body["committed_quantity"]) == (
@@ -98,7 +70,7 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
     assert moved.status_code == 200
     assert (moved.json()["committed_quantity"], moved.json()["unit_price"]) == (21, "8.00")
     assert moved.headers["ETag"] != first.headers["ETag"]
-    history = server.get(f"/v1/campaigns/{campaign_id}/prices").json()
+    history = api.get(f"/v1/campaigns/{campaign_id}/prices").json()
     # A row each time the price moved: at the opening, and at 21 units (8.00 from 20).
     assert [(p["unit_price"], p["committed_quantity"]) for p in history["prices"]] == [
         ("10.00", 0),
@@ -108,7 +80,7 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
 
 
 def test_campaigns_are_listed_and_filtered_and_bad_requests_name_what_is_wrong(
-    settings: Settings, server: httpx.Client, unique: str
+    settings: Settings, api: httpx.Client, unique: str
 ) -> None:
     campaign_id = f"listed-{unique}"
     app = open_app(settings)
@@ -117,12 +89,12 @@ def test_campaigns_are_listed_and_filtered_and_bad_requests_name_what_is_wrong(
     with running(run_relay, settings), running(run_project, settings):
         wait_for(lambda: projected_version(settings) == 1, what="the opening projected")
 
-        listed = server.get("/v1/campaigns").json()["campaigns"]
-        open_ones = server.get("/v1/campaigns", params={"status": "open"}).json()["campaigns"]
-        failed = server.get("/v1/campaigns", params={"status": "failed"}).json()["campaigns"]
-        bad = server.get("/v1/campaigns", params={"status": "sold"})
-        unknown = server.get(f"/v1/campaigns/none-{unique}")
-        unknown_prices = server.get(f"/v1/campaigns/none-{unique}/prices")
+        listed = api.get("/v1/campaigns").json()["campaigns"]
+        open_ones = api.get("/v1/campaigns", params={"status": "open"}).json()["campaigns"]
+        failed = api.get("/v1/campaigns", params={"status": "failed"}).json()["campaigns"]
+        bad = api.get("/v1/campaigns", params={"status": "sold"})
+        unknown = api.get(f"/v1/campaigns/none-{unique}")
+        unknown_prices = api.get(f"/v1/campaigns/none-{unique}/prices")
 
     assert [c["campaign_id"] for c in listed] == [campaign_id]
     assert [c["campaign_id"] for c in open_ones] == [campaign_id]
@@ -136,8 +108,8 @@ def test_campaigns_are_listed_and_filtered_and_bad_requests_name_what_is_wrong(
     assert unknown_prices.status_code == 404
 
 
-def test_the_openapi_document_names_every_path(server: httpx.Client) -> None:
-    document = server.get("/openapi.json").json()
+def test_the_openapi_document_names_every_path(api: httpx.Client) -> None:
+    document = api.get("/openapi.json").json()
 
     assert set(document["paths"]) == {
         "/healthz",
@@ -145,4 +117,103 @@ def test_the_openapi_document_names_every_path(server: httpx.Client) -> None:
         "/v1/campaigns",
         "/v1/campaigns/{campaign_id}",
         "/v1/campaigns/{campaign_id}/prices",
+        "/v1/campaigns/{campaign_id}/live",
+        "/v1/live",
     }
+
+
+def test_a_live_stream_pushes_each_committed_change_and_resumes_after_its_last_event(
+    settings: Settings, api: httpx.Client, unique: str
+) -> None:
+    campaign_id = f"live-{unique}"
+    path = f"/v1/campaigns/{campaign_id}/live"
+    app = open_app(settings)
+    app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
+    app.close()
+    make_site_topics(settings)
+    with (
+        running(run_ingest, settings),
+        running(run_relay, settings),
+        running(run_project, settings),
+    ):
+        wait_for(lambda: projected_version(settings) == 1, what="the opening projected")
+        with api.stream("GET", path) as stream:
+            events = sse_events(stream)
+            opening = next(events)
+            publish_orders(settings, [order(campaign_id, "site-a", "b1", 12, None)])
+            pushed = next(events)
+        # Reconnecting after the last event seen: nothing again until the next change.
+        with api.stream("GET", path, headers={"Last-Event-ID": pushed["id"]}) as stream:
+            events = sse_events(stream)
+            publish_orders(settings, [order(campaign_id, "site-b", "b2", 9, None)])
+            resumed = next(events)
+        with api.stream("GET", path, headers={"Last-Event-ID": opening["id"]}) as stream:
+            behind = next(sse_events(stream))
+        unknown = api.get(f"/v1/campaigns/none-{unique}/live")
+
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert (opening["event"], opening["id"]) == ("campaign", "1")
+    assert (opening["data"]["committed_quantity"], opening["data"]["unit_price"]) == (0, "10.00")
+    assert (pushed["id"], pushed["data"]["committed_quantity"]) == ("2", 12)
+    assert pushed["data"]["units_to_next_price"] == 8  # 8.00 from 20 units
+    assert (resumed["id"], resumed["data"]["committed_quantity"]) == ("3", 21)
+    assert (resumed["data"]["unit_price"], resumed["data"]["buyers"]) == ("8.00", 2)
+    assert (behind["id"], behind["data"]["committed_quantity"]) == ("3", 21)
+    assert unknown.status_code == 404
+
+
+def sse_events(stream: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The events of a Server-Sent Events response: `id`, `event` and `data` (parsed),
+    comments and the retry field left out."""
+    event: dict[str, Any] = {}
+    for line in stream.iter_lines():
+        if line == "" and "data" in event:
+            yield event
+            event = {}
+        elif line and not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            if name == "data":
+                event["data"] = json.loads(value)
+            elif name in ("id", "event"):
+                event[name] = value
+
+
+def test_every_campaign_streams_at_first_then_each_change_and_the_pages_are_served(
+    settings: Settings, api: httpx.Client, unique: str
+) -> None:
+    first_id, second_id = f"all-{unique}", f"all2-{unique}"
+    app = open_app(settings)
+    for campaign_id in (first_id, second_id):
+        app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
+    app.close()
+    make_site_topics(settings)
+    with (
+        running(run_ingest, settings),
+        running(run_relay, settings),
+        running(run_project, settings),
+    ):
+        wait_for(lambda: projected_version(settings) == 2, what="both openings projected")
+        with api.stream("GET", "/v1/live") as stream:
+            events = sse_events(stream)
+            at_first = [next(events), next(events)]
+            publish_orders(settings, [order(second_id, "site-a", "b1", 5, None)])
+            changed = next(events)
+        widget_from_a_shop = api.get(
+            f"/v1/campaigns/{first_id}", headers={"Origin": "https://shop.example"}
+        )
+    pages = {path: api.get(path) for path in ("/", "/dashboard.js", "/widget.js")}
+
+    assert sorted(e["data"]["campaign_id"] for e in at_first) == sorted([first_id, second_id])
+    assert (changed["data"]["campaign_id"], changed["data"]["committed_quantity"]) == (
+        second_id,
+        5,
+    )
+    assert widget_from_a_shop.headers["Access-Control-Allow-Origin"] == "*"
+    assert all(page.status_code == 200 for page in pages.values())
+    assert "EventSource" in pages["/dashboard.js"].text
+    assert pages["/"].headers["content-type"].startswith("text/html")
+    assert (
+        pages["/widget.js"]
+        .headers["content-type"]
+        .startswith(("application/javascript", "text/javascript"))
+    )
