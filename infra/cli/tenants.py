@@ -1,4 +1,4 @@
-"""`groupbuy site add|list` and `groupbuy supplier add|list`: register the tenants."""
+"""`groupbuy site add|list|key` and `groupbuy supplier add|list`: register the tenants."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from infra.adapters.api_keys import ApiKeys
 from infra.adapters.tenants import Registry, Tenant, TenantError
 from infra.cli.common import EXIT_CODES, INVALID, CommandError, require_postgres
 from infra.cli.output import plain
@@ -38,6 +39,21 @@ def add_commands(commands: Any) -> None:
         listing = actions.add_parser("list", help=f"every {kind} registered", epilog=EXIT_CODES)
         listing.add_argument("--json", action="store_true", help="print JSON instead of lines")
         listing.set_defaults(run=list_tenants, kind=kind)
+        if kind == "site":
+            keying = actions.add_parser(
+                "key",
+                help="issue an HTTP API key for a registered site",
+                description=(
+                    "Issue a bearer key with which the site places and cancels orders over "
+                    "HTTP (docs/contract.md, 'Sites over HTTP'). It is written to FILE, "
+                    "which must not exist (mode 0600), and never printed; only its digest "
+                    "is stored. A site may hold several keys."
+                ),
+                epilog=EXIT_CODES,
+            )
+            keying.add_argument("tenant_id", metavar="ID")
+            keying.add_argument("--out", metavar="FILE", type=Path, required=True)
+            keying.set_defaults(run=issue_key, kind=kind)
 
 
 def add_tenant(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -51,6 +67,23 @@ def add_tenant(settings: Settings, arguments: argparse.Namespace) -> int:
     print(f"{tenant.kind} {plain(tenant.tenant_id)} registered; topics:")
     for topic in tenant.topics:
         print(f"  {plain(topic)}")
+    return 0
+
+
+def issue_key(settings: Settings, arguments: argparse.Namespace) -> int:
+    require_postgres(settings)
+    site = arguments.tenant_id
+    if site not in {t.tenant_id for t in Registry(settings).registered("site")}:
+        raise CommandError(
+            f"no site {plain(site)!r} is registered: groupbuy site add {plain(site)} first",
+            INVALID,
+        )
+    try:
+        ApiKeys(settings).issue("site", site, arguments.out)
+    except OSError as error:  # FileExistsError too: a key is never written over
+        message = f"cannot write the key to {str(arguments.out)!r}: {error}"
+        raise CommandError(message, INVALID) from None
+    print(f"an API key for site {plain(site)} is in {plain(str(arguments.out))}")
     return 0
 
 

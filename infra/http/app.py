@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
@@ -17,12 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, StreamingResponse
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from analysis.demand_curve import demand_curve
+from analysis.fold import fold
+from domain.campaign import Campaign
+from infra.adapters import kafka_clients
+from infra.adapters.app import open_app
 from infra.http.live import EVERY, Frame, LiveFeed
+from infra.http.sites import site_routes
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
@@ -31,6 +41,7 @@ from projections.read_models import ReadModelTables
 # older one while it asks again.
 LIVE = "public, max-age=1, stale-while-revalidate=5"
 POOL_TIMEOUT = 5.0  # seconds a request waits for a database connection before 503
+PUBLISH_TIMEOUT = 10.0  # seconds Kafka has to acknowledge an order posted over HTTP
 RETRY_MS = 2000  # how soon an SSE client whose stream broke connects again
 STATIC = Path(__file__).parent / "static"
 # The dashboard and the widget, by path; kept a few minutes by browsers and CDNs.
@@ -68,6 +79,20 @@ def create_app(settings: Settings) -> FastAPI:
             return queries.live(conn, tables, campaign_id)
 
     feed = LiveFeed(settings.postgres_conninfo, tables.channel, read_live)
+    # The event store, read only (the demand curve): it connects at the first read.
+    store = open_app(settings, CREATE_TABLE="n", POSTGRES_POOL_SIZE="2")
+    producers: list[KafkaProducer] = []  # made at the first order: Kafka may come up later
+    making = threading.Lock()
+
+    def publish(topic: str, key: bytes, value: bytes) -> None:
+        """Send, and return once Kafka acknowledged it; 503 if it does not."""
+        try:
+            with making:
+                if not producers:
+                    producers.append(kafka_clients.producer(settings))
+            producers[0].send(topic, key=key, value=value).get(timeout=PUBLISH_TIMEOUT)
+        except KafkaError as error:
+            raise HTTPException(503, f"Kafka did not take the order: {error}") from error
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
             await feed.stop()
             listening.cancel()
             pool.close()
+            store.close()
+            for producer in producers:
+                producer.close(timeout=5)
 
     @contextmanager
     def connection() -> Iterator[psycopg.Connection[Any]]:
@@ -97,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
+    app.include_router(site_routes(settings, connection, publish))
     # Public reads may be made from any storefront's pages (the widget): no credentials.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
     for path, name in PAGES.items():
@@ -146,6 +175,20 @@ def create_app(settings: Settings) -> FastAPI:
                 raise HTTPException(404, f"no campaign {campaign_id!r}")
             history = queries.price_history(conn, tables, campaign_id)
         return cached(request, {"campaign_id": campaign_id, "prices": history})
+
+    @app.get("/v1/campaigns/{campaign_id}/demand", tags=["campaigns"])
+    def demand(request: Request, campaign_id: str) -> Response:
+        """The demand curve, from the event store: the standing units at each maximum price
+        the buyers gave, how many would pay at least it, and the price the group clears at
+        (what `groupbuy demand --json` prints). A supplier sizes a pre-series with it."""
+        try:
+            events = list(store.events.get(Campaign.create_id(campaign_id)))
+        except PersistenceError as error:
+            raise HTTPException(503, "the event store cannot be read") from error
+        campaign = fold(events)
+        if campaign is None:
+            raise HTTPException(404, f"no campaign {campaign_id!r}")
+        return cached(request, demand_curve(campaign).to_json_dict())
 
     @app.get(
         "/v1/campaigns/{campaign_id}/live",

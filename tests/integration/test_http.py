@@ -50,6 +50,7 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
         moved = api.get(
             f"/v1/campaigns/{campaign_id}", headers={"If-None-Match": first.headers["ETag"]}
         )
+        demand = api.get(f"/v1/campaigns/{campaign_id}/demand")
 
     assert api.get("/readyz").json() == {"status": "ready"}
     assert first.status_code == 200
@@ -77,6 +78,17 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
         ("8.00", 21),
     ]
     assert all(INSTANT.fullmatch(p["at"]) for p in history["prices"])
+    # 12 units at any price, 9 up to 9.00: all 21 would pay 8.00, the price of 21 units.
+    assert demand.json() == {
+        "campaign_id": campaign_id,
+        "currency": "EUR",
+        "units_at_any_price": 12,
+        "total_units": 21,
+        "clearing_price": "8.00",
+        "filled_quantity": 21,
+        "points": [{"max_unit_price": "9.00", "units": 9, "willing": 21, "schedule_price": "8.00"}],
+    }
+    assert demand.headers["ETag"]
 
 
 def test_campaigns_are_listed_and_filtered_and_bad_requests_name_what_is_wrong(
@@ -95,6 +107,7 @@ def test_campaigns_are_listed_and_filtered_and_bad_requests_name_what_is_wrong(
         bad = api.get("/v1/campaigns", params={"status": "sold"})
         unknown = api.get(f"/v1/campaigns/none-{unique}")
         unknown_prices = api.get(f"/v1/campaigns/none-{unique}/prices")
+        unknown_demand = api.get(f"/v1/campaigns/none-{unique}/demand")
 
     assert [c["campaign_id"] for c in listed] == [campaign_id]
     assert [c["campaign_id"] for c in open_ones] == [campaign_id]
@@ -106,6 +119,7 @@ def test_campaigns_are_listed_and_filtered_and_bad_requests_name_what_is_wrong(
         {"detail": f"no campaign 'none-{unique}'"},
     )
     assert unknown_prices.status_code == 404
+    assert unknown_demand.status_code == 404
 
 
 def test_the_openapi_document_names_every_path(api: httpx.Client) -> None:
@@ -117,8 +131,12 @@ def test_the_openapi_document_names_every_path(api: httpx.Client) -> None:
         "/v1/campaigns",
         "/v1/campaigns/{campaign_id}",
         "/v1/campaigns/{campaign_id}/prices",
+        "/v1/campaigns/{campaign_id}/demand",
         "/v1/campaigns/{campaign_id}/live",
         "/v1/live",
+        "/v1/sites/{site_id}/orders",
+        "/v1/sites/{site_id}/cancellations",
+        "/v1/sites/{site_id}/orders/{order_id}",
     }
 
 
