@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from kafka import KafkaAdminClient
 from infra.adapters.kafka_clients import delete_topics_named
 from infra.settings import Settings
 from tests.support.kafka_io import wait_for
-from tests.support.pipeline import ServiceProcess
+from tests.support.pipeline import ServiceProcess, free_port
 from tests.support.services import Services, provide_services
 
 
@@ -124,13 +123,6 @@ def processes() -> Iterator[list[ServiceProcess]]:
     yield started
     for process in started:
         process.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from infra.adapters.topics import Topics
 from infra.cli.demo.sites import SITES
 from infra.settings import Settings
 from tests.support.kafka_io import site_client
-from tests.support.pipeline import GROUPBUY
+from tests.support.pipeline import GROUPBUY, free_port
 
 
 def everything(settings: Settings, *topics: str) -> list[Any]:
@@ -73,8 +73,10 @@ def test_the_demo_ends_with_a_purchase_order_matching_the_orders_its_sites_sent(
     settings: Settings,
 ) -> None:
     topics = Topics(settings.topic_prefix)
+    port = str(free_port())
+    arguments = ["--speed", "10", "--orders", "60", "--seed", "5", "--json", "--port", port]
     demo = subprocess.run(
-        [GROUPBUY, "demo", "--speed", "10", "--orders", "60", "--seed", "5", "--json"],
+        [GROUPBUY, "demo", *arguments],
         env=os.environ | settings.as_env(),
         capture_output=True,
         text=True,
@@ -82,6 +84,7 @@ def test_the_demo_ends_with_a_purchase_order_matching_the_orders_its_sites_sent(
         check=False,
     )
     assert demo.returncode == 0, demo.stderr
+    assert f"dashboard: http://127.0.0.1:{port}/" in demo.stderr
     printed = json.loads(demo.stdout.splitlines()[-1])["purchase_order"]
     campaign_id = printed["campaign_id"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +52,8 @@ DURATION = 50.0  # seconds from opening to deadline at --speed 1
 READY_TIMEOUT = 90.0  # a first start of the broker's consumer groups can be slow
 SETTLE_TIMEOUT = 60.0  # after the deadline, for the purchase order and settlements
 GROUPS = CONSUMER_GROUPS["run"]
-RUN = "import sys; from infra.cli.main import main; sys.exit(main(['run']))"
+GROUPBUY = "import sys; from infra.cli.main import main; sys.exit(main(sys.argv[1:]))"
+DASHBOARD_PORT = 8080
 
 
 def add_command(commands: Any) -> None:
@@ -66,6 +69,12 @@ def add_command(commands: Any) -> None:
     demo.add_argument("--no-live", action="store_true", help="progress lines, not a live view")
     demo.add_argument(
         "--json", action="store_true", help="end with the purchase order as JSON on stdout"
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=DASHBOARD_PORT,
+        help=f"serve the dashboard here while the demo runs (default {DASHBOARD_PORT}; 0: not)",
     )
     demo.set_defaults(run=run_demo)
 
@@ -100,7 +109,7 @@ def _run(
     log: Path,
 ) -> DemoRun:
     topics = Topics(settings.topic_prefix)
-    with running_services(settings, log) as services:
+    with running_services(settings, log) as services, dashboard(settings, log, arguments, console):
         services.wait_ready(settings)
         tails = Tails.at_end(settings, topics, topics.settlements(demo_sites.SUPPLIER_ID))
         try:
@@ -353,13 +362,13 @@ def _prepare_topics(settings: Settings, topics: Topics, supplier_topic: str) -> 
 
 
 class ServicesProcess:
-    """`groupbuy run` as a child process, with its output in a log file."""
+    """`groupbuy run` (or other `command`) as a child process, its output in a log file."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, command: tuple[str, ...] = ("run",)) -> None:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", RUN],
+                [sys.executable, "-c", GROUPBUY, *command],
                 env=os.environ | settings.as_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -411,6 +420,43 @@ def _stable(admin: Any, groups: list[str]) -> bool:
         described.get(g, {}).get("group_state") == "Stable" and described[g]["members"]
         for g in groups
     )
+
+
+@contextlib.contextmanager
+def dashboard(
+    settings: Settings, log: Path, arguments: argparse.Namespace, console: Console
+) -> Iterator[None]:
+    """`groupbuy serve` while the demo runs, its address printed; nothing if the http extra
+    is missing or --port is 0. A dashboard that cannot start does not stop the demo."""
+    if arguments.port == 0:
+        yield
+        return
+    if importlib.util.find_spec("uvicorn") is None:
+        console.print("no dashboard: groupbuy serve needs pip install 'groupbuy[http]'")
+        yield
+        return
+    server = ServicesProcess(settings, log, ("serve", "--port", str(arguments.port)))
+    address = f"http://127.0.0.1:{arguments.port}/"
+    try:
+        if _answers(address, server):
+            console.print(f"dashboard: {address} (live while the demo runs)")
+        else:
+            console.print(f"no dashboard: groupbuy serve did not answer at {address}; see {log}")
+        yield
+    finally:
+        server.stop()
+
+
+def _answers(address: str, server: ServicesProcess, timeout: float = 20.0) -> bool:
+    """Whether `server` answers its /healthz within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.process.poll() is None:
+        try:
+            with urllib.request.urlopen(address + "healthz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 @contextlib.contextmanager
