@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import astuple, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """The process answers (nothing else is asked)."""
         return {"status": "ok"}
 
@@ -159,13 +160,19 @@ def create_app(settings: Settings) -> FastAPI:
         return cached(request, {"campaigns": found})
 
     @app.get("/v1/campaigns/{campaign_id}", tags=["campaigns"])
-    def one_campaign(request: Request, campaign_id: str) -> Response:
+    async def one_campaign(request: Request, campaign_id: str) -> Response:
         """One campaign's live read model, with its units by site."""
-        with connection() as conn:
-            found = queries.campaign(conn, tables, campaign_id)
-        if found is None:
+
+        def read() -> Encoded | None:
+            with connection() as conn:
+                found = queries.campaign(conn, tables, campaign_id)
+            return None if found is None else encoded(found)
+
+        # Kept in memory until the projector changes the campaign (`LiveFeed.answer`).
+        answer = await feed.answer(campaign_id, read)
+        if answer is None:
             raise HTTPException(404, f"no campaign {campaign_id!r}")
-        return cached(request, found)
+        return cached(request, answer)
 
     @app.get("/v1/campaigns/{campaign_id}/prices", tags=["campaigns"])
     def prices(request: Request, campaign_id: str) -> Response:
@@ -288,10 +295,22 @@ def page(name: str) -> Callable[[], FileResponse]:
     return serve
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """An answer's JSON and its entity tag (a hash of it)."""
+
+    content: bytes
+    etag: str
+
+
+def encoded(body: Any) -> Encoded:
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return Encoded(content, '"' + hashlib.sha256(content).hexdigest()[:32] + '"')
+
+
 def cached(request: Request, body: Any) -> Response:
     """`body` as JSON with its ETag; `304` when the client holds that version already."""
-    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+    content, etag = astuple(body if isinstance(body, Encoded) else encoded(body))
     headers = {"ETag": etag, "Cache-Control": LIVE}
     if etag in _tags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)

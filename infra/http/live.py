@@ -40,9 +40,42 @@ class Watched:
     read_again: bool = False
 
 
+class Answers:
+    """Encoded answers of the read models, kept until the projector changes their campaign.
+
+    Kept only while the feed listens (it is told of every change then): an answer read
+    before a change and stored after it is refused (`put` compares the campaign's count of
+    changes with the one `ticket` gave before the read), so none outlives its figures.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Any] = {}
+        self.changes: dict[str, int] = {}
+
+    def ticket(self, campaign_id: str) -> int:
+        return self.changes.get(campaign_id, 0)
+
+    def get(self, campaign_id: str) -> Any:
+        return self.entries.get(campaign_id)
+
+    def put(self, campaign_id: str, answer: Any, ticket: int) -> None:
+        if self.changes.get(campaign_id, 0) == ticket:
+            self.entries[campaign_id] = answer
+
+    def changed(self, campaign_id: str) -> None:
+        self.changes[campaign_id] = self.changes.get(campaign_id, 0) + 1
+        self.entries.pop(campaign_id, None)
+
+    def forget(self) -> None:
+        """Drop every answer: changes may have gone unheard."""
+        for campaign_id in list(self.entries):
+            self.changed(campaign_id)
+
+
 class LiveFeed:
     def __init__(self, conninfo: str, channel: str, read: Read) -> None:
         self.conninfo, self.channel, self.read = conninfo, channel, read
+        self.answers = Answers()
         self.watched: dict[str, Watched] = {}
         self.followers: set[asyncio.Queue[str]] = set()  # of every campaign (the dashboard)
         self.listening = asyncio.Event()
@@ -57,6 +90,7 @@ class LiveFeed:
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
+                    self.answers.forget()
                     self.listening.set()
                     for campaign_id in list(self.watched):  # what changed while away
                         self.changed(campaign_id)
@@ -66,11 +100,13 @@ class LiveFeed:
                         self.changed(note.payload)
             except psycopg.Error as error:
                 self.listening.clear()
+                self.answers.forget()
                 log.warning("live updates lost their database connection (%s); again", error)
                 await asyncio.sleep(RECONNECT_PAUSE)
 
     def changed(self, campaign_id: str) -> None:
         """The projector committed a change of `campaign_id`: read it for its watchers."""
+        self.answers.changed(campaign_id)
         for queue in self.followers:
             queue.put_nowait(campaign_id)
         watched = self.watched.get(campaign_id)
@@ -162,6 +198,17 @@ class LiveFeed:
                 changed.add(queue.get_nowait())
             if not self.stopped:
                 yield changed
+
+    async def answer(self, campaign_id: str, read: Callable[[], Any]) -> Any:
+        """`read()`'s answer for `campaign_id`, kept until the campaign changes while the
+        feed listens; read on a worker thread when not kept."""
+        if self.listening.is_set() and (kept := self.answers.get(campaign_id)) is not None:
+            return kept
+        ticket = self.answers.ticket(campaign_id)
+        fresh = await asyncio.to_thread(read)
+        if self.listening.is_set():
+            self.answers.put(campaign_id, fresh, ticket)
+        return fresh
 
     async def stop(self) -> None:
         """End every stream (a server shutting down waits for its open responses)."""

@@ -47,9 +47,14 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
         )
         publish_orders(settings, [order(campaign_id, "site-b", "b2", 9, "9.00")])
         wait_for(lambda: projected_version(settings) == 3, what="the next order projected")
-        moved = api.get(
-            f"/v1/campaigns/{campaign_id}", headers={"If-None-Match": first.headers["ETag"]}
-        )
+
+        def read_again() -> httpx.Response:
+            path = f"/v1/campaigns/{campaign_id}"
+            return api.get(path, headers={"If-None-Match": first.headers["ETag"]})
+
+        # The server hears of the commit a moment after it (a notification), then reads.
+        wait_for(lambda: read_again().status_code == 200, timeout=5, what="the new figures")
+        moved = read_again()
         demand = api.get(f"/v1/campaigns/{campaign_id}/demand")
 
     assert api.get("/readyz").json() == {"status": "ready"}
