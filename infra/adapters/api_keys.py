@@ -30,7 +30,7 @@ SHAPE = re.compile(r"gbk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 @dataclass(frozen=True)
 class Holder:
-    """Who a key speaks for: a `site` and its id."""
+    """Who a key speaks for: a `site` and its id, or an `operator` and who asked for it."""
 
     kind: str
     tenant_id: str
@@ -46,18 +46,23 @@ class ApiKeys:
     def issue(self, kind: str, tenant_id: str, path: Path) -> None:
         """Make a key for `tenant_id` and write it to `path` (a new file, mode 0600); the
         key is never printed, and only its digest is kept."""
-        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         path.touch(mode=0o600, exist_ok=False)  # first: a key file is never written over
         try:
-            with self._table() as conn:
-                conn.execute(
-                    SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s)").format(self.table),
-                    (key_id, kind, tenant_id, digest(secret), datetime.now(UTC), getpass.getuser()),
-                )
+            key = self.new(kind, tenant_id, getpass.getuser())
         except BaseException:
             path.unlink()
             raise
-        path.write_text(f"gbk_{key_id}_{secret}\n")
+        path.write_text(key + "\n")
+
+    def new(self, kind: str, tenant_id: str, issued_by: str) -> str:
+        """A new key for `tenant_id`, its digest stored: the caller alone ever has it."""
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        with self._table() as conn:
+            conn.execute(
+                SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s)").format(self.table),
+                (key_id, kind, tenant_id, digest(secret), datetime.now(UTC), issued_by),
+            )
+        return f"gbk_{key_id}_{secret}"
 
     def holder(self, conn: psycopg.Connection[Any], key: str) -> Holder | None:
         """Whom `key` speaks for; None for a key that is malformed, unknown or wrong."""

@@ -111,18 +111,25 @@ class Registry:
         self.settings = settings
         self.table = Identifier(settings.database_schema, TABLE)
 
-    def register(self, kind: str, tenant_id: str, password_file: Path | None) -> Tenant:
+    def register(
+        self, kind: str, tenant_id: str, password_file: Path | None, password: str | None = None
+    ) -> Tenant:
+        """Make the tenant's topics and, on a SASL cluster, its Kafka user with `password`
+        (else the one in `password_file`, made there if missing) and ACLs; record it."""
         check_id(kind, tenant_id)
         topics = Topics(self.settings.topic_prefix)
         names = topics_of(topics, kind, tenant_id)
         kafka_clients.ensure_topics(self.settings, names)
         security = self.settings.kafka_security
         if security.protocol.startswith("SASL_"):
-            if password_file is None:
+            if password is None and password_file is None:
                 raise TenantError(
                     f"a secured cluster needs --password-file for the {kind}'s Kafka user"
                 )
-            self._grant(kind, tenant_id, password_from(password_file))
+            if password is None:
+                assert password_file is not None
+                password = password_from(password_file)
+            self._grant(kind, tenant_id, password)
         return self._record(kind, tenant_id, names)
 
     def registered(self, kind: str) -> list[Tenant]:

@@ -82,6 +82,7 @@ def _add_other_commands(root: argparse.ArgumentParser, commands: Any) -> None:
     analyst.add_commands(commands)
     demo.add_command(commands)
     tenants.add_commands(commands)
+    tenants.add_operator_command(commands)
     serve.add_command(commands)
 
 

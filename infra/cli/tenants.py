@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,42 @@ def add_tenant(settings: Settings, arguments: argparse.Namespace) -> int:
     print(f"{tenant.kind} {plain(tenant.tenant_id)} registered; topics:")
     for topic in tenant.topics:
         print(f"  {plain(topic)}")
+    return 0
+
+
+def add_operator_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "operator",
+        help="issue an operator's HTTP API key",
+        description="Operators' keys for groupbuy serve (docs/contract.md, 'Operators over HTTP').",
+        epilog=EXIT_CODES,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    keying = actions.add_parser(
+        "key",
+        help="issue a key with which an operator opens, extends and cancels campaigns and "
+        "registers sites over HTTP",
+        description=(
+            "Issue an operator's bearer key, written to FILE (which must not exist; mode "
+            "0600) and never printed; only its digest is stored."
+        ),
+        epilog=EXIT_CODES,
+    )
+    keying.add_argument("--out", metavar="FILE", type=Path, required=True)
+    keying.add_argument(
+        "--name", default=getpass.getuser(), help="who holds it (default: your login)"
+    )
+    keying.set_defaults(run=issue_operator_key)
+
+
+def issue_operator_key(settings: Settings, arguments: argparse.Namespace) -> int:
+    require_postgres(settings)
+    try:
+        ApiKeys(settings).issue("operator", arguments.name, arguments.out)
+    except OSError as error:  # FileExistsError too: a key is never written over
+        message = f"cannot write the key to {str(arguments.out)!r}: {error}"
+        raise CommandError(message, INVALID) from None
+    print(f"an operator's API key for {plain(arguments.name)} is in {plain(str(arguments.out))}")
     return 0
 
 

@@ -33,6 +33,7 @@ from domain.campaign import Campaign
 from infra.adapters import kafka_clients
 from infra.adapters.app import open_app
 from infra.http.live import EVERY, Frame, LiveFeed
+from infra.http.operators import Domain, operator_routes
 from infra.http.sites import site_routes
 from infra.settings import Settings
 from projections import queries
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     feed = LiveFeed(settings.postgres_conninfo, tables.channel, read_live)
     # The event store, read only (the demand curve): it connects at the first read.
     store = open_app(settings, CREATE_TABLE="n", POSTGRES_POOL_SIZE="2")
+    domain = Domain(settings)  # the operators' writes
     producers: list[KafkaProducer] = []  # made at the first order: Kafka may come up later
     making = threading.Lock()
 
@@ -106,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             listening.cancel()
             pool.close()
             store.close()
+            domain.close()
             for producer in producers:
                 producer.close(timeout=5)
 
@@ -127,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(site_routes(settings, connection, publish))
+    app.include_router(operator_routes(settings, connection, domain))
     # Public reads may be made from any storefront's pages (the widget): no credentials.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
     for path, name in PAGES.items():

@@ -30,7 +30,7 @@ from consumers.order_messages import (
     PlaceOrder,
     decode,
 )
-from infra.adapters.api_keys import ApiKeys
+from infra.adapters.api_keys import ApiKeys, Holder
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
@@ -52,19 +52,7 @@ def site_routes(settings: Settings, connection: Connect, publish: Publish) -> AP
 
     def authorize(site_id: str, authorization: str | None) -> None:
         """Nothing, for site `site_id`'s own key; else 401 (no key, or not a key) or 403."""
-        given = BEARER.fullmatch(authorization or "")
-        if given is None:
-            raise HTTPException(
-                401,
-                "a site's API key is needed: Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        with connection() as conn:
-            holder = keys.holder(conn, given.group(1))
-        if holder is None:
-            raise HTTPException(
-                401, "this API key is not one groupbuy issued", {"WWW-Authenticate": "Bearer"}
-            )
+        holder = holder_of(keys, connection, authorization, "a site's")
         if holder.kind != "site" or holder.tenant_id != site_id:
             raise HTTPException(403, f"this key is not site {site_id!r}'s")
 
@@ -132,6 +120,25 @@ def site_routes(settings: Settings, connection: Connect, publish: Publish) -> AP
         return jsonable(row)
 
     return router
+
+
+def holder_of(keys: ApiKeys, connection: Connect, authorization: str | None, whose: str) -> Holder:
+    """Whom the bearer key of `authorization` speaks for; 401 without one that groupbuy
+    issued (`whose`: what key the message asks for)."""
+    given = BEARER.fullmatch(authorization or "")
+    if given is None:
+        raise HTTPException(
+            401,
+            f"{whose} API key is needed: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    with connection() as conn:
+        holder = keys.holder(conn, given.group(1))
+    if holder is None:
+        raise HTTPException(
+            401, "this API key is not one groupbuy issued", {"WWW-Authenticate": "Bearer"}
+        )
+    return holder
 
 
 def message_of(body: bytes, kind: str, site_id: str) -> tuple[bytes, PlaceOrder | CancelOrder]:

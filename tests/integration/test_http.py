@@ -142,6 +142,9 @@ def test_the_openapi_document_names_every_path(api: httpx.Client) -> None:
         "/v1/sites/{site_id}/orders",
         "/v1/sites/{site_id}/cancellations",
         "/v1/sites/{site_id}/orders/{order_id}",
+        "/v1/campaigns/{campaign_id}/extend",
+        "/v1/campaigns/{campaign_id}/cancel",
+        "/v1/sites",
     }
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from infra.adapters.api_keys import ApiKeys
 from infra.adapters.app import open_app
+from infra.adapters.topics import Topics
 from infra.services.ingest import run_ingest
 from infra.services.project import run_project
 from infra.services.relay import run_relay
@@ -125,3 +126,54 @@ def test_groupbuy_site_key_writes_a_key_for_a_registered_site_only(
     assert stat.S_IMODE(os.stat(tmp_path / "key").st_mode) == 0o600
     assert again.returncode == 1  # never written over
     assert (tmp_path / "key").read_text().strip() == key
+
+
+def test_an_operator_opens_extends_and_cancels_a_campaign_and_registers_a_site(
+    settings: Settings, api: httpx.Client, unique: str, tmp_path: Path
+) -> None:
+    keys = ApiKeys(settings)
+    keys.issue("operator", "olga", tmp_path / "operator.key")
+    operator = {"Authorization": f"Bearer {(tmp_path / 'operator.key').read_text().strip()}"}
+    site_key = key_of(settings, "site-a", tmp_path)
+    campaign_id = f"ops-{unique}"
+    definition = campaign(campaign_id).to_json_dict()
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat().replace("+00:00", "Z")
+
+    opened = api.post("/v1/campaigns", json=definition, headers=operator)
+    again = api.post("/v1/campaigns", json=definition, headers=operator)
+    taken = api.post("/v1/campaigns", json=definition | {"title": "Other"}, headers=operator)
+    bad = api.post("/v1/campaigns", json=definition | {"floor_price": 79}, headers=operator)
+    as_a_site = api.post("/v1/campaigns", json=definition, headers=site_key)
+    anonymous = api.post("/v1/campaigns", json=definition)
+    extended = api.post(
+        f"/v1/campaigns/{campaign_id}/extend", json={"deadline": later}, headers=operator
+    )
+    not_a_time = api.post(
+        f"/v1/campaigns/{campaign_id}/extend", json={"deadline": "soon"}, headers=operator
+    )
+    cancelled = api.post(f"/v1/campaigns/{campaign_id}/cancel", headers=operator)
+    cancelled_again = api.post(f"/v1/campaigns/{campaign_id}/cancel", headers=operator)
+    unknown = api.post(f"/v1/campaigns/none-{unique}/cancel", headers=operator)
+    site = f"shop-{unique}"
+    registered = api.post("/v1/sites", json={"site_id": site}, headers=operator)
+    bad_site = api.post("/v1/sites", json={"site_id": "Not A Slug"}, headers=operator)
+    new_key = {"Authorization": f"Bearer {registered.json()['api_key']}"}
+    order = {"order_id": "1", "campaign_id": campaign_id, "buyer_id": "b", "quantity": 1}
+    its_first_order = api.post(f"/v1/sites/{site}/orders", json=order, headers=new_key)
+
+    assert (opened.status_code, opened.json()["status"]) == (201, "open")
+    assert opened.headers["Location"] == f"/v1/campaigns/{campaign_id}"
+    assert again.status_code == 200
+    assert taken.status_code == 409
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "floor_price"]
+    assert (as_a_site.status_code, anonymous.status_code) == (403, 401)
+    assert (extended.status_code, extended.json()["deadline"]) == (200, later)
+    assert not_a_time.json()["detail"][0]["loc"] == ["body", "deadline"]
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    assert cancelled_again.status_code == 409
+    assert unknown.status_code == 404
+    assert registered.status_code == 201
+    assert registered.json()["topics"] == Topics(settings.topic_prefix).site_topics(site)
+    assert bad_site.status_code == 422
+    assert its_first_order.status_code == 202  # the key the registration gave works
