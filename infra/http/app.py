@@ -38,6 +38,7 @@ from infra.http.sites import site_routes
 from infra.settings import Settings
 from projections import queries
 from projections.read_models import ReadModelTables
+from projections.wire import jsonable
 
 # The live figures change with every order: a CDN may serve a copy a second old, and an
 # older one while it asks again.
@@ -129,7 +130,38 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
-    app.include_router(site_routes(settings, connection, publish))
+
+    def rejection(campaign_id: str, site_id: str, order_id: str) -> dict[str, Any] | None:
+        """The campaign's last refusal of the site's order, from the event store."""
+        try:
+            events = store.events.get(Campaign.create_id(campaign_id))
+            refusals = [
+                event
+                for event in events
+                if isinstance(event, Campaign.OrderRejected)
+                and (event.site_id, event.order_id) == (site_id, order_id)
+            ]
+        except PersistenceError as error:
+            raise HTTPException(503, "the event store cannot be read") from error
+        if not refusals:
+            return None
+        last = refusals[-1]
+        view: dict[str, Any] = jsonable(
+            {
+                "campaign_id": campaign_id,
+                "order_id": order_id,
+                "site_id": site_id,
+                "buyer_id": last.buyer_id,
+                "quantity": last.quantity,
+                "max_unit_price": last.max_unit_price,
+                "state": "rejected",
+                "reason": last.reason,
+                "placed_at": last.placed_at,
+            }
+        )
+        return view
+
+    app.include_router(site_routes(settings, connection, publish, rejection))
     app.include_router(operator_routes(settings, connection, domain))
     # Public reads may be made from any storefront's pages (the widget): no credentials.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])

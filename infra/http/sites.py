@@ -38,13 +38,18 @@ from projections.wire import jsonable, rfc3339
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 Publish = Callable[[str, bytes, bytes], None]  # topic, key, value: returns once Kafka has it
+# (campaign, site, order) -> the order's rejection as the event store holds it, or None
+Rejection = Callable[[str, str, str], dict[str, Any] | None]
 BEARER = re.compile(r"Bearer +(\S+)", re.IGNORECASE)
 NAMED = re.compile(r"field '([a-z_]+)'")
 PLACE, CANCEL = "order.placed", "order.cancelled"
 
 
-def site_routes(settings: Settings, connection: Connect, publish: Publish) -> APIRouter:
-    """The sites' endpoints; `connection` lends a read-model connection, `publish` sends."""
+def site_routes(
+    settings: Settings, connection: Connect, publish: Publish, rejection: Rejection
+) -> APIRouter:
+    """The sites' endpoints; `connection` lends a read-model connection, `publish` sends,
+    `rejection` looks for an order's refusal in the event store."""
     router = APIRouter(prefix="/v1/sites/{site_id}", tags=["sites"])
     keys = ApiKeys(settings)
     topics = Topics(settings.topic_prefix)
@@ -103,8 +108,10 @@ def site_routes(settings: Settings, connection: Connect, publish: Publish) -> AP
         campaign_id: str,
         authorization: str | None = Header(default=None),
     ) -> Any:
-        """The site's order as the read models hold it once accepted (`state`: placed,
-        filled, withdrawn, ...); `404` before, or if it was rejected (its result says why)."""
+        """The site's order: as the read models hold it once accepted (`state`: committed,
+        withdrawn, filled, ...), else its refusal by the campaign (`state` rejected, with
+        `reason`); `404` before either, or for an order refused before any campaign saw it
+        (invalid, an unknown campaign: its result on the results topic says why)."""
         authorize(site_id, authorization)
         query = SQL(
             "SELECT campaign_id, order_id, site_id, buyer_id, quantity, max_unit_price, state, "
@@ -113,11 +120,14 @@ def site_routes(settings: Settings, connection: Connect, publish: Publish) -> AP
         ).format(tables.commitments)
         with connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(query, (campaign_id, site_id, order_id)).fetchone()
-        if row is None:
+        if row is not None:
+            return jsonable(row)
+        refused = rejection(campaign_id, site_id, order_id)
+        if refused is None:
             raise HTTPException(
-                404, f"no accepted order {order_id!r} of site {site_id!r} in {campaign_id!r}"
+                404, f"no order {order_id!r} of site {site_id!r} in campaign {campaign_id!r}"
             )
-        return jsonable(row)
+        return refused
 
     return router
 

@@ -160,6 +160,15 @@ def test_an_operator_opens_extends_and_cancels_a_campaign_and_registers_a_site(
     new_key = {"Authorization": f"Bearer {registered.json()['api_key']}"}
     order = {"order_id": "1", "campaign_id": campaign_id, "buyer_id": "b", "quantity": 1}
     its_first_order = api.post(f"/v1/sites/{site}/orders", json=order, headers=new_key)
+    # The campaign is cancelled: the order is refused, in the event store.
+    with (
+        running(run_ingest, settings),
+        running(run_relay, settings),
+        running(run_project, settings),
+    ):
+        url = its_first_order.headers["Location"]
+        wait_for(lambda: api.get(url, headers=new_key).status_code == 200, what="a refusal")
+    refused = api.get(url, headers=new_key).json()
 
     assert (opened.status_code, opened.json()["status"]) == (201, "open")
     assert opened.headers["Location"] == f"/v1/campaigns/{campaign_id}"
@@ -177,3 +186,8 @@ def test_an_operator_opens_extends_and_cancels_a_campaign_and_registers_a_site(
     assert registered.json()["topics"] == Topics(settings.topic_prefix).site_topics(site)
     assert bad_site.status_code == 422
     assert its_first_order.status_code == 202  # the key the registration gave works
+    assert (refused["state"], refused["reason"], refused["site_id"]) == (
+        "rejected",
+        "campaign_closed",
+        site,
+    )
