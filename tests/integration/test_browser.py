@@ -2,7 +2,8 @@
 
 Orders go in through Kafka while the page is open; the page must change without a reload.
 Screenshots go to the test's temporary folder, or with GROUPBUY_SCREENSHOTS=docs to
-`docs/dashboard.png` and `docs/widget.png`, which the README shows.
+`docs/dashboard.png`, `docs/dashboard-phone.png` and `docs/widget.png`, which the README
+shows.
 """
 
 from __future__ import annotations
@@ -104,9 +105,20 @@ def test_the_dashboard_and_the_widget_show_the_price_falling_without_a_reload(
         phone.screenshot(path=str(shots / "widget.png"))
         after = card.locator(".bar").evaluate("bar => bar.style.width")
         sites = card.locator(".sites li").all_inner_texts()
+        # The dashboard on a phone: the card fits the screen, nothing scrolls sideways.
+        small = browser.new_page(viewport={"width": 390, "height": 844})
+        small.goto(f"{api.base_url}/")
+        small_card = small.locator(f'article[data-campaign="{campaign_id}"]')
+        small_card.locator(".price").filter(has_text="8.00").wait_for(timeout=WAIT_MS)
+        overflow = small.evaluate("document.documentElement.scrollWidth - innerWidth")
+        small_card.locator("summary").click()
+        small_card.locator(".sites li").nth(1).wait_for(timeout=WAIT_MS)
+        small.wait_for_timeout(800)
+        small.screenshot(path=str(shots / "dashboard-phone.png"), full_page=True)
 
     assert navigations == 1  # one page load: everything after it came over the stream
     assert (before, after) != ("", "")
     assert before != after  # the progress bar moved
     assert sites == ["site-a: 12", "site-b: 9"]
+    assert overflow <= 0
     assert (shots / "dashboard.png").stat().st_size > 0
