@@ -52,11 +52,16 @@ def _shown(value: float) -> str:
 
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident set size (VmHWM), in MiB."""
+    return memory_mib(pid, "VmHWM")
+
+
+def memory_mib(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status (VmRSS: resident now; VmHWM: its peak), in MiB."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 SPEC_CAMPAIGN: dict[str, Any] = {

@@ -37,7 +37,7 @@ import psycopg
 from kafka import KafkaProducer
 from psycopg.sql import SQL
 
-from bench.common import isolated_settings, peak_rss_mib, report, spec_campaign
+from bench.common import isolated_settings, memory_mib, peak_rss_mib, report, spec_campaign
 from bench.ingest import GROUPBUY, make_site_topics
 from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
@@ -53,15 +53,6 @@ SITE = "site-0"
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * share) - 1))]
-
-
-def rss_mib(pid: int) -> float:
-    """The process's resident set size now (VmRSS), in MiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 class Connection:
@@ -264,7 +255,7 @@ async def measure_clients(
         readers = [asyncio.create_task(follow(client, path, orders, s)) for s in seen]
         while sum(1 for s in seen if s) < clients:  # each has its first event
             await asyncio.sleep(0.2)
-        before = rss_mib(server)
+        before = memory_mib(server, "VmRSS")
         await publish(settings, campaign_id, 20, orders)
         done, _ = await asyncio.wait(readers, timeout=120)
     got_last = sum(1 for s in seen if s and s[-1][1] >= orders)
@@ -282,7 +273,7 @@ async def measure_clients(
         "clients_changes_min": min(changes),
         "clients_changes_mean": statistics.mean(changes),
         "server_rss_mib_idle_streams": before,
-        "server_rss_mib_after": rss_mib(server),
+        "server_rss_mib_after": memory_mib(server, "VmRSS"),
         "server_peak_rss_mib": peak_rss_mib(server),
         "clients_finished": len(done),
     }

@@ -12,8 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from infra.adapters.tenants import with_table
 from infra.settings import Settings
 
 TABLE = "groupbuying_api_keys"
@@ -79,17 +79,15 @@ class ApiKeys:
             return None
         return Holder(row[0], row[1])
 
-    @contextmanager
-    def _table(self) -> Iterator[psycopg.Connection[Any]]:
-        with closing(psycopg.connect(self.settings.postgres_conninfo, autocommit=True)) as conn:
-            conn.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (key_id text PRIMARY KEY, kind text NOT NULL, "
-                    "tenant_id text NOT NULL, secret_sha256 bytea NOT NULL, "
-                    "issued_at timestamptz NOT NULL, issued_by text NOT NULL)"
-                ).format(self.table)
-            )
-            yield conn
+    def _table(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return with_table(
+            self.settings,
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (key_id text PRIMARY KEY, kind text NOT NULL, "
+                "tenant_id text NOT NULL, secret_sha256 bytea NOT NULL, "
+                "issued_at timestamptz NOT NULL, issued_by text NOT NULL)"
+            ).format(self.table),
+        )
 
 
 def digest(secret: str) -> bytes:

@@ -12,7 +12,7 @@ import getpass
 import re
 import secrets
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from kafka.admin import (
     ResourceType,
 )
 from kafka.admin._users import ScramMechanism, UserScramCredentialUpsertion
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from domain.text import SLUG, SLUG_HINT
 from infra.adapters import kafka_clients
@@ -170,15 +170,21 @@ class Registry:
         assert row is not None
         return Tenant(kind, tenant_id, row[0], row[1], names)
 
-    @contextmanager
-    def _table(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection (autocommit) to the database, where the register's table exists."""
-        with closing(psycopg.connect(self.settings.postgres_conninfo, autocommit=True)) as conn:
-            conn.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, tenant_id text NOT NULL, "
-                    "registered_at timestamptz NOT NULL, registered_by text NOT NULL, "
-                    "PRIMARY KEY (kind, tenant_id))"
-                ).format(self.table)
-            )
-            yield conn
+    def _table(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return with_table(
+            self.settings,
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, tenant_id text NOT NULL, "
+                "registered_at timestamptz NOT NULL, registered_by text NOT NULL, "
+                "PRIMARY KEY (kind, tenant_id))"
+            ).format(self.table),
+        )
+
+
+@contextmanager
+def with_table(settings: Settings, create: Composed) -> Iterator[psycopg.Connection[Any]]:
+    """A connection (autocommit) to the database, where `create` (a CREATE TABLE IF NOT
+    EXISTS) has made the caller's table."""
+    with closing(psycopg.connect(settings.postgres_conninfo, autocommit=True)) as conn:
+        conn.execute(create)
+        yield conn

@@ -98,13 +98,17 @@ def add_operator_command(commands: Any) -> None:
 
 def issue_operator_key(settings: Settings, arguments: argparse.Namespace) -> int:
     require_postgres(settings)
-    try:
-        ApiKeys(settings).issue("operator", arguments.name, arguments.out)
-    except OSError as error:  # FileExistsError too: a key is never written over
-        message = f"cannot write the key to {str(arguments.out)!r}: {error}"
-        raise CommandError(message, INVALID) from None
+    write_key(settings, "operator", arguments.name, arguments.out)
     print(f"an operator's API key for {plain(arguments.name)} is in {plain(str(arguments.out))}")
     return 0
+
+
+def write_key(settings: Settings, kind: str, holder: str, path: Path) -> None:
+    """Issue a key into `path`; a file that exists or cannot be written is exit 1."""
+    try:
+        ApiKeys(settings).issue(kind, holder, path)
+    except OSError as error:  # FileExistsError too: a key is never written over
+        raise CommandError(f"cannot write the key to {str(path)!r}: {error}", INVALID) from None
 
 
 def issue_key(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -115,11 +119,7 @@ def issue_key(settings: Settings, arguments: argparse.Namespace) -> int:
             f"no site {plain(site)!r} is registered: groupbuy site add {plain(site)} first",
             INVALID,
         )
-    try:
-        ApiKeys(settings).issue("site", site, arguments.out)
-    except OSError as error:  # FileExistsError too: a key is never written over
-        message = f"cannot write the key to {str(arguments.out)!r}: {error}"
-        raise CommandError(message, INVALID) from None
+    write_key(settings, "site", site, arguments.out)
     print(f"an API key for site {plain(site)} is in {plain(str(arguments.out))}")
     return 0
 

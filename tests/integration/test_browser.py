@@ -11,21 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from infra.adapters.app import open_app
-from infra.services.ingest import run_ingest
-from infra.services.project import run_project
-from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, order
-from tests.support.kafka_io import make_site_topics, publish_orders, wait_for
-from tests.support.pipeline import running
+from tests.support.kafka_io import publish_orders, wait_for
+from tests.support.pipeline import order_pipeline
 from tests.support.read_models import projected_version
 
 # Without these, Chromium keeps calling Google's hosts, which this network refuses.
@@ -68,16 +63,8 @@ def test_the_dashboard_and_the_widget_show_the_price_falling_without_a_reload(
 ) -> None:
     shots = Path(os.environ.get("GROUPBUY_SCREENSHOTS") or tmp_path)
     campaign_id = f"screen-{unique}"
-    app = open_app(settings)
     definition = campaign(campaign_id, max_per_buyer=None, title="Espresso grinder, 64 mm burrs")
-    app.open_campaign(definition, datetime.now(UTC))
-    app.close()
-    make_site_topics(settings)
-    with (
-        running(run_ingest, settings),
-        running(run_relay, settings),
-        running(run_project, settings),
-    ):
+    with order_pipeline(settings, definition):
         wait_for(lambda: projected_version(settings) == 1, what="the opening projected")
         desktop = browser.new_page(viewport={"width": 1280, "height": 800})
         desktop.goto(f"{api.base_url}/")

@@ -11,13 +11,12 @@ from typing import Any
 import httpx
 
 from infra.adapters.app import open_app
-from infra.services.ingest import run_ingest
 from infra.services.project import run_project
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign, order
-from tests.support.kafka_io import make_site_topics, publish_orders, wait_for
-from tests.support.pipeline import running
+from tests.support.kafka_io import publish_orders, wait_for
+from tests.support.pipeline import order_pipeline, running
 from tests.support.read_models import projected_version
 
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z")
@@ -28,17 +27,8 @@ def test_a_campaign_is_read_live_with_money_as_strings_and_cacheable(
     settings: Settings, api: httpx.Client, unique: str
 ) -> None:
     campaign_id = f"web-{unique}"
-    app = open_app(settings)
-    app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
-    app.close()
     assert api.get("/readyz").status_code == 503  # no read models before the projector
-
-    make_site_topics(settings)
-    with (
-        running(run_ingest, settings),
-        running(run_relay, settings),
-        running(run_project, settings),
-    ):
+    with order_pipeline(settings, campaign(campaign_id, max_per_buyer=None)):
         publish_orders(settings, [order(campaign_id, "site-a", "b1", 12, None)])
         wait_for(lambda: projected_version(settings) == 2, what="the order projected")
         first = api.get(f"/v1/campaigns/{campaign_id}")
@@ -153,15 +143,7 @@ def test_a_live_stream_pushes_each_committed_change_and_resumes_after_its_last_e
 ) -> None:
     campaign_id = f"live-{unique}"
     path = f"/v1/campaigns/{campaign_id}/live"
-    app = open_app(settings)
-    app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
-    app.close()
-    make_site_topics(settings)
-    with (
-        running(run_ingest, settings),
-        running(run_relay, settings),
-        running(run_project, settings),
-    ):
+    with order_pipeline(settings, campaign(campaign_id, max_per_buyer=None)):
         wait_for(lambda: projected_version(settings) == 1, what="the opening projected")
         with api.stream("GET", path) as stream:
             events = sse_events(stream)
@@ -208,16 +190,8 @@ def test_every_campaign_streams_at_first_then_each_change_and_the_pages_are_serv
     settings: Settings, api: httpx.Client, unique: str
 ) -> None:
     first_id, second_id = f"all-{unique}", f"all2-{unique}"
-    app = open_app(settings)
-    for campaign_id in (first_id, second_id):
-        app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
-    app.close()
-    make_site_topics(settings)
-    with (
-        running(run_ingest, settings),
-        running(run_relay, settings),
-        running(run_project, settings),
-    ):
+    definitions = [campaign(c, max_per_buyer=None) for c in (first_id, second_id)]
+    with order_pipeline(settings, *definitions):
         wait_for(lambda: projected_version(settings) == 2, what="both openings projected")
         with api.stream("GET", "/v1/live") as stream:
             events = sse_events(stream)

@@ -11,15 +11,14 @@ from pathlib import Path
 import httpx
 
 from infra.adapters.api_keys import ApiKeys
-from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.services.ingest import run_ingest
 from infra.services.project import run_project
 from infra.services.relay import run_relay
 from infra.settings import Settings
 from tests.support.builders import campaign
-from tests.support.kafka_io import make_site_topics, read_json, wait_for
-from tests.support.pipeline import groupbuy, running
+from tests.support.kafka_io import read_json, wait_for
+from tests.support.pipeline import groupbuy, order_pipeline, running
 from tests.support.read_models import projected_version
 
 
@@ -33,19 +32,11 @@ def test_a_site_places_and_cancels_over_http_and_a_retried_post_counts_once(
     settings: Settings, api: httpx.Client, unique: str, tmp_path: Path
 ) -> None:
     campaign_id = f"http-{unique}"
-    app = open_app(settings)
-    app.open_campaign(campaign(campaign_id, max_per_buyer=None), datetime.now(UTC))
-    app.close()
-    make_site_topics(settings)
     site_a, site_b = key_of(settings, "site-a", tmp_path), key_of(settings, "site-b", tmp_path)
     order = {"order_id": "a-1", "campaign_id": campaign_id, "buyer_id": "ann", "quantity": 12}
     second = order | {"order_id": "a-2", "quantity": 3}
 
-    with (
-        running(run_ingest, settings),
-        running(run_relay, settings),
-        running(run_project, settings),
-    ):
+    with order_pipeline(settings, campaign(campaign_id, max_per_buyer=None)):
         placed = api.post("/v1/sites/site-a/orders", json=order, headers=site_a)
         retried = api.post("/v1/sites/site-a/orders", json=order, headers=site_a)
         api.post("/v1/sites/site-a/orders", json=second, headers=site_a)

@@ -11,8 +11,11 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+from domain.definition import CampaignDefinition
+from infra.adapters.app import open_app
 from infra.settings import Settings
 
 GROUPBUY = str(Path(sys.executable).parent / "groupbuy")
@@ -120,3 +123,27 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def order_pipeline(settings: Settings, *definitions: CampaignDefinition) -> Iterator[None]:
+    """`definitions` opened now, every test site's topics made, and ingest, relay and
+    project running on threads: an order in, its result and read model out."""
+    from infra.services.ingest import run_ingest
+    from infra.services.project import run_project
+    from infra.services.relay import run_relay
+    from tests.support.kafka_io import make_site_topics
+
+    app = open_app(settings)
+    try:
+        for definition in definitions:
+            app.open_campaign(definition, datetime.now(UTC))
+    finally:
+        app.close()
+    make_site_topics(settings)
+    with (
+        running(run_ingest, settings),
+        running(run_relay, settings),
+        running(run_project, settings),
+    ):
+        yield
