@@ -44,22 +44,24 @@ class Answers:
     """Encoded answers of the read models, kept until the projector changes their campaign.
 
     Kept only while the feed listens (it is told of every change then): an answer read
-    before a change and stored after it is refused (`put` compares the campaign's count of
-    changes with the one `ticket` gave before the read), so none outlives its figures.
+    before a change, or before the listening connection was lost, and stored after it is
+    refused (`put` compares the `ticket` taken before the read), so none outlives its
+    figures.
     """
 
     def __init__(self) -> None:
         self.entries: dict[str, Any] = {}
         self.changes: dict[str, int] = {}
+        self.epoch = 0  # connections lost so far
 
-    def ticket(self, campaign_id: str) -> int:
-        return self.changes.get(campaign_id, 0)
+    def ticket(self, campaign_id: str) -> tuple[int, int]:
+        return self.epoch, self.changes.get(campaign_id, 0)
 
     def get(self, campaign_id: str) -> Any:
         return self.entries.get(campaign_id)
 
-    def put(self, campaign_id: str, answer: Any, ticket: int) -> None:
-        if self.changes.get(campaign_id, 0) == ticket:
+    def put(self, campaign_id: str, answer: Any, ticket: tuple[int, int]) -> None:
+        if self.ticket(campaign_id) == ticket:
             self.entries[campaign_id] = answer
 
     def changed(self, campaign_id: str) -> None:
@@ -67,9 +69,9 @@ class Answers:
         self.entries.pop(campaign_id, None)
 
     def forget(self) -> None:
-        """Drop every answer: changes may have gone unheard."""
-        for campaign_id in list(self.entries):
-            self.changed(campaign_id)
+        """Drop every answer, and refuse those being read: changes may have gone unheard."""
+        self.epoch += 1
+        self.entries.clear()
 
 
 class LiveFeed:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from kafka.errors import KafkaError
 
 from domain.application import GroupBuying
 from domain.campaign import Campaign
@@ -174,8 +175,12 @@ def operator_routes(settings: Settings, connection: Connect, domain: Domain) -> 
 
 
 async def run(work: Callable[[], Any]) -> Any:
-    """`work` on a worker thread: it waits for the event store, Kafka or a lock."""
-    return await run_in_threadpool(work)
+    """`work` on a worker thread: it waits for the event store, Kafka or a lock. Kafka
+    unreachable (topics are made) is 503."""
+    try:
+        return await run_in_threadpool(work)
+    except KafkaError as error:
+        raise HTTPException(503, f"Kafka cannot be reached: {error}") from error
 
 
 def summary(campaign: Campaign) -> dict[str, str]:
