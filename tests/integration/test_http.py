@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import psycopg
 
 from infra.adapters.app import open_app
 from infra.services.project import run_project
 from infra.services.relay import run_relay
 from infra.settings import Settings
+from projections.read_models import ReadModelTables
 from tests.support.builders import campaign, order
 from tests.support.kafka_io import publish_orders, wait_for
 from tests.support.pipeline import order_pipeline, running
@@ -217,3 +219,39 @@ def test_every_campaign_streams_at_first_then_each_change_and_the_pages_are_serv
         .headers["content-type"]
         .startswith(("application/javascript", "text/javascript"))
     )
+
+
+def test_a_live_stream_goes_on_after_the_server_loses_its_listening_connection(
+    settings: Settings, api: httpx.Client, unique: str
+) -> None:
+    campaign_id = f"relisten-{unique}"
+    path = f"/v1/campaigns/{campaign_id}/live"
+    with order_pipeline(settings, campaign(campaign_id, max_per_buyer=None)):
+        wait_for(lambda: projected_version(settings) == 1, what="the opening projected")
+        with api.stream("GET", path) as stream:
+            events = sse_events(stream)
+            opening = next(events)
+            cached = api.get(f"/v1/campaigns/{campaign_id}").json()  # now kept in memory
+            cut = terminate_listeners(settings)
+            publish_orders(settings, [order(campaign_id, "site-a", "b1", 4, None)])
+            pushed = next(events)  # the change came while the server did not listen
+        wait_for(
+            lambda: api.get(f"/v1/campaigns/{campaign_id}").json()["committed_quantity"] == 4,
+            timeout=10,
+            what="the kept answer dropped",
+        )
+
+    assert cut >= 1
+    assert (opening["data"]["committed_quantity"], cached["committed_quantity"]) == (0, 0)
+    assert (pushed["id"], pushed["data"]["committed_quantity"]) == ("2", 4)
+
+
+def terminate_listeners(settings: Settings) -> int:
+    """End the server's database session that listens for the projector's changes, as a
+    failover or a restart of PostgreSQL would; how many sessions that was."""
+    listen = f'LISTEN "{ReadModelTables(settings.database_schema).channel}"'
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s", (listen,)
+        ).fetchall()
+    return len(rows)
