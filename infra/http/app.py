@@ -93,7 +93,11 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             with making:
                 if not producers:
-                    producers.append(kafka_clients.producer(settings))
+                    # A send waits this long at most for a topic's metadata, too.
+                    producer = kafka_clients.producer(
+                        settings, max_block_ms=int(PUBLISH_TIMEOUT * 1000)
+                    )
+                    producers.append(producer)
             producers[0].send(topic, key=key, value=value).get(timeout=PUBLISH_TIMEOUT)
         except KafkaError as error:
             raise HTTPException(503, f"Kafka did not take the order: {error}") from error

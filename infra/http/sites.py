@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from fastapi import APIRouter, Header, HTTPException, Request, Response
@@ -76,7 +77,7 @@ def site_routes(
             "site_id": site_id,
             "status": "published",
             "result_topic": topics.site_results(site_id),
-            "order": f"/v1/sites/{site_id}/orders/{command.order_id}"
+            "order": f"/v1/sites/{site_id}/orders/{quote(command.order_id, safe='')}"
             f"?campaign_id={command.campaign_id}",
         }
 
@@ -101,7 +102,7 @@ def site_routes(
         """Cancel an order (the fields of `order.cancelled`: `order_id`, `campaign_id`)."""
         return await send(site_id, CANCEL, request, authorization)
 
-    @router.get("/orders/{order_id}")
+    @router.get("/orders/{order_id:path}")  # an order id may hold a slash
     def order(
         site_id: str,
         order_id: str,

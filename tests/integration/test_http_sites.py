@@ -33,7 +33,8 @@ def test_a_site_places_and_cancels_over_http_and_a_retried_post_counts_once(
 ) -> None:
     campaign_id = f"http-{unique}"
     site_a, site_b = key_of(settings, "site-a", tmp_path), key_of(settings, "site-b", tmp_path)
-    order = {"order_id": "a-1", "campaign_id": campaign_id, "buyer_id": "ann", "quantity": 12}
+    # A site's own order id, with what a URL must escape.
+    order = {"order_id": "a/1 #x", "campaign_id": campaign_id, "buyer_id": "ann", "quantity": 12}
     second = order | {"order_id": "a-2", "quantity": 3}
 
     with order_pipeline(settings, campaign(campaign_id, max_per_buyer=None)):
@@ -57,7 +58,7 @@ def test_a_site_places_and_cancels_over_http_and_a_retried_post_counts_once(
     assert placed.json()["result_topic"].endswith("groupbuy.order-results.site-a.v1")
     # The retry is answered as the same order again, and counted once.
     # (The two answers may come in either order: docs/contract.md, "Order results".)
-    first = [(r["type"], r.get("duplicate", False)) for r in results if r["order_id"] == "a-1"]
+    first = [(r["type"], r.get("duplicate", False)) for r in results if r["order_id"] == "a/1 #x"]
     assert sorted(first) == [("order.accepted", False), ("order.accepted", True)]
     assert shown["committed_quantity"] == 12
     assert (mine.status_code, mine.json()["state"], mine.json()["quantity"]) == (
@@ -65,8 +66,8 @@ def test_a_site_places_and_cancels_over_http_and_a_retried_post_counts_once(
         "committed",
         12,
     )
-    assert mine.json()["site_id"] == "site-a"
-    assert theirs.status_code == 404  # site-b has no order a-1
+    assert (mine.json()["site_id"], mine.json()["order_id"]) == ("site-a", "a/1 #x")
+    assert theirs.status_code == 404  # site-b has no such order
 
 
 def test_every_refusal_says_who_or_what_is_at_fault(
