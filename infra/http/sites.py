@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -186,7 +186,15 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def refusal(names: list[str], message: str) -> HTTPException:
-    """422 in FastAPI's shape: each field at fault under `loc`, or the body as a whole."""
-    where: Iterator[list[str]] = (["body", name] for name in names) if names else iter([["body"]])
-    detail = [{"loc": loc, "msg": message, "type": "value_error"} for loc in where]
+    """422 saying `message` of each field in `names`, or of the body as a whole."""
+    return unprocessable([(name, message) for name in names] or [(None, message)])
+
+
+def unprocessable(faults: list[tuple[str | None, str]]) -> HTTPException:
+    """422 in FastAPI's shape: each (field, what is wrong), the field under `loc` (None:
+    the body as a whole)."""
+    detail = [
+        {"loc": ["body"] if name is None else ["body", name], "msg": message, "type": "value_error"}
+        for name, message in faults
+    ]
     return HTTPException(422, detail)
