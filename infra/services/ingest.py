@@ -46,7 +46,7 @@ def join_ingest_group(
     later is followed from the next metadata refresh (within `metadata_max_age_ms`, 10 s).
     """
     topics = Topics(settings.topic_prefix)
-    consumer = kafka_clients.consumer(settings, "groupbuy-ingest")
+    consumer = kafka_clients.consumer(settings, "groupbuy-ingest", **kafka_clients.GATHERED_FETCHES)
     cleanup.callback(consumer.close, autocommit=False)
     subscription = kafka_clients.Subscription(consumer, pattern=topics.orders_pattern)
     kafka_clients.ensure_topics(settings, [topics.orders_dlq])

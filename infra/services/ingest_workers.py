@@ -251,7 +251,7 @@ def _work(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     topics = Topics(settings.topic_prefix)
     with ExitStack() as cleanup:
-        consumer = kafka_clients.consumer(settings, None)
+        consumer = kafka_clients.consumer(settings, None, **kafka_clients.GATHERED_FETCHES)
         cleanup.callback(consumer.close, autocommit=False)
         # The coordinator makes the tables before it can assign this worker anything.
         app = open_app(settings, **ONE_USER, CREATE_TABLE="n")
