@@ -43,8 +43,9 @@ HOPS = ("publish", "ingest", "relay", "project")  # each ends where the next beg
 @dataclass
 class Probe:
     """When each order was handed to the producer, then first seen at the end of each hop:
-    acknowledged by the broker (publish), stored in the event store (ingest), readable on the campaign events topic (the relay's
-    transaction committed), and in the read model (the projector's batch committed)."""
+    acknowledged by the broker (publish), stored in the event store (ingest), readable on
+    the campaign events topic (the relay's transaction committed), and in the read model
+    (the projector's batch committed)."""
 
     sent: dict[str, float] = field(default_factory=dict)
     campaign_of: dict[str, str] = field(default_factory=dict)
