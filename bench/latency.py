@@ -4,6 +4,7 @@ each hop's share too (ingest, relay, projector)."""
 # Usage:
 #   python -m bench.latency                 # 500 orders/s for 20 s
 #   python -m bench.latency --rate 200 --seconds 5
+#   python -m bench.latency --campaigns 1   # every order to one campaign (a hot one)
 #   python -m bench.latency --hops          # also time each hop: the watchers of the event
 #                                           # store and the topic take CPU of their own
 
@@ -36,7 +37,6 @@ from infra.adapters.topics import Topics
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
 
-CAMPAIGNS = 20
 HOPS = ("publish", "ingest", "relay", "project")  # each ends where the next begins
 
 
@@ -74,7 +74,7 @@ class Probe:
 
 
 def publish_steadily(
-    settings: Settings, rate: int, seconds: float, probe: Probe, hops: bool
+    settings: Settings, rate: int, seconds: float, campaigns: int, probe: Probe, hops: bool
 ) -> None:
     """Each order to its site's orders topic (bench.ingest's three sites, in turn); with
     `hops`, noting when the broker acknowledged it (the load generator's and the broker's
@@ -85,7 +85,7 @@ def publish_steadily(
     start = time.perf_counter()
     for n in range(int(rate * seconds)):
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
-        campaign_id = f"bench-{n % CAMPAIGNS}"
+        campaign_id = f"bench-{n % campaigns}"
         message = order(campaign_id, n, rng)
         probe.campaign_of[message["order_id"]] = campaign_id
         probe.sent[message["order_id"]] = time.perf_counter()
@@ -160,9 +160,11 @@ def watch_read_model(settings: Settings, probe: Probe, until: threading.Event) -
             await_notification(listener)
 
 
-def measure(settings: Settings, rate: int, seconds: float, hops: bool) -> dict[str, float]:
+def measure(
+    settings: Settings, rate: int, seconds: float, campaigns: int, hops: bool
+) -> dict[str, float]:
     app = open_app(settings)
-    for n in range(CAMPAIGNS):
+    for n in range(campaigns):
         app.open_campaign(definition(f"bench-{n}"), datetime.now(UTC))
     app.close()
     make_site_topics(settings)  # before ingest starts, as `groupbuy site add` would
@@ -180,7 +182,7 @@ def measure(settings: Settings, rate: int, seconds: float, hops: bool) -> dict[s
     ]
     for watcher in watchers:
         watcher.start()
-    publish_steadily(settings, rate, seconds, probe, hops)
+    publish_steadily(settings, rate, seconds, campaigns, probe, hops)
     deadline = time.monotonic() + 120
     while len(probe.seen) < expected and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -195,6 +197,7 @@ def measure(settings: Settings, rate: int, seconds: float, hops: bool) -> dict[s
     figures: dict[str, float] = {
         "orders": expected,
         "rate_per_s": rate,
+        "campaigns": campaigns,
         "seen": len(latencies),
         "p50_ms": statistics.median(latencies),
         "p99_ms": percentile(latencies, 0.99),
@@ -224,10 +227,11 @@ def main() -> None:
     arguments = argparse.ArgumentParser(description=__doc__)
     arguments.add_argument("--rate", type=int, default=500)
     arguments.add_argument("--seconds", type=float, default=20)
+    arguments.add_argument("--campaigns", type=int, default=20, help="orders spread over")
     arguments.add_argument("--hops", action="store_true", help="time each hop as well")
     options = arguments.parse_args()
     with isolated_settings("latency") as settings:
-        report(measure(settings, options.rate, options.seconds, options.hops))
+        report(measure(settings, options.rate, options.seconds, options.campaigns, options.hops))
 
 
 if __name__ == "__main__":

@@ -108,9 +108,12 @@ class ProjectorSink:
         with self._pipeline(pipelined), self.conn.transaction(), self.conn.cursor() as cur:
             if not pipelined:
                 self._hold_positions(cur, expected)
-            for record in records:
-                last[record.position_name] = record.offset
-                changed.add(self._apply(cur, record, refusals_are_its_own=not pipelined))
+            # Pipelined, a campaign's row is written once a batch; a statement at a time,
+            # each event's own writes, so that a refusal names its record.
+            with self.projection.coalescing(cur) if pipelined else nullcontext():
+                for record in records:
+                    last[record.position_name] = record.offset
+                    changed.add(self._apply(cur, record, refusals_are_its_own=not pipelined))
             for name, offset in last.items():
                 self.positions.move(cur, FencedTracking(name, offset, expected=expected[name]))
             generation = self.generation

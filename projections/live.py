@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor
-from psycopg.sql import SQL, Identifier, Placeholder
+from psycopg.sql import SQL, Composed, Identifier, Placeholder
 from psycopg.types.json import Jsonb
 
 from domain.money import quantum
@@ -35,9 +37,23 @@ class LiveProjection:
     def __init__(self, tables: ReadModelTables) -> None:
         self.sql = Statements(tables)
         self.seen: dict[str, Seen] = {}
+        self.held: Held | None = None  # while coalescing: the writes held back
 
     def forget(self) -> None:
         self.seen.clear()
+
+    @contextmanager
+    def coalescing(self, cur: Cursor[Any]) -> Iterator[None]:
+        """Within it, each campaign's row takes only its last figures, and each site's
+        units one sum, written at the end: a batch of one hot campaign's commitments updates
+        its row once, not once per event. A campaign's held figures are written before any
+        other statement on its row, so the rows end as if written event by event."""
+        self.held = Held()
+        try:
+            yield
+            self._write_held(cur)
+        finally:
+            self.held = None
 
     def apply(self, cur: Cursor[Any], event: CampaignEvent) -> bool:
         """Apply `event` unless it was applied already; says whether it was applied.
@@ -87,7 +103,8 @@ class LiveProjection:
         withdrawn = event.type == "commitment.withdrawn"
         price = Decimal(f["unit_price"])
         step = next_step(seen.schedule, f["filled_quantity"])
-        cur.execute(
+        self._write_row(
+            cur,
             self.sql.update_live,
             {
                 "campaign_id": event.campaign_id,
@@ -102,7 +119,10 @@ class LiveProjection:
             },
         )
         change = -f["quantity"] if withdrawn else f["quantity"]
-        cur.execute(self.sql.add_to_site, (event.campaign_id, f["site_id"], change))
+        if self.held is None:
+            cur.execute(self.sql.add_to_site, (event.campaign_id, f["site_id"], change))
+        else:
+            self.held.units[event.campaign_id, f["site_id"]] += change
         if withdrawn:
             cur.execute(
                 self.sql.withdraw,
@@ -127,6 +147,7 @@ class LiveProjection:
             seen.unit_price = price
 
     def _extended(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
+        self._write_held(cur, event.campaign_id)
         cur.execute(
             self.sql.extend,
             (
@@ -140,6 +161,7 @@ class LiveProjection:
     def _closed(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
         f = event.fields
         price = Decimal(f["unit_price"])
+        self._write_held(cur, event.campaign_id)
         cur.execute(
             self.sql.close,
             {
@@ -164,7 +186,33 @@ class LiveProjection:
 
     def _touched(self, cur: Cursor[Any], event: CampaignEvent, seen: Seen) -> None:
         """Events that change no figure (rejections) still move the version."""
-        cur.execute(self.sql.touch, (event.version, event.occurred_at, event.campaign_id))
+        held = self.held.rows.get(event.campaign_id) if self.held is not None else None
+        if held is not None:  # the held figures, moved to this version
+            held[1].update(version=event.version, at=event.occurred_at)
+            return
+        touch = {"version": event.version, "at": event.occurred_at}
+        self._write_row(cur, self.sql.touch, touch | {"campaign_id": event.campaign_id})
+
+    def _write_row(self, cur: Cursor[Any], statement: Composed, values: dict[str, Any]) -> None:
+        """Update a campaign's row (all of it is set again, or only its version): now, or
+        when coalescing, at the end."""
+        if self.held is None:
+            cur.execute(statement, values)
+        else:
+            self.held.rows[values["campaign_id"]] = (statement, values)
+
+    def _write_held(self, cur: Cursor[Any], campaign_id: str | None = None) -> None:
+        """Write the held rows (only `campaign_id`'s, if named) and the held site units."""
+        if self.held is None:
+            return
+        rows = self.held.rows
+        named = list(rows) if campaign_id is None else [campaign_id] if campaign_id in rows else []
+        for held_id in named:
+            cur.execute(*rows.pop(held_id))
+        if campaign_id is None:
+            for (held_id, site_id), change in sorted(self.held.units.items()):
+                cur.execute(self.sql.add_to_site, (held_id, site_id, change))
+            self.held.units.clear()
 
     def _price_seen(
         self, cur: Cursor[Any], event: CampaignEvent, price: Decimal, quantity: int
@@ -173,6 +221,15 @@ class LiveProjection:
             self.sql.insert_price,
             (event.campaign_id, event.version, event.occurred_at, price, quantity),
         )
+
+
+@dataclass
+class Held:
+    """Writes held back while coalescing: each campaign's last row update (its statement
+    and values), and the units each site's orders added to a campaign."""
+
+    rows: dict[str, tuple[Composed, dict[str, Any]]] = field(default_factory=dict)
+    units: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def opened_row(event: CampaignEvent) -> tuple[dict[str, Any], PriceSchedule]:
@@ -367,6 +424,7 @@ class Statements:
             "WHERE campaign_id = %(campaign_id)s AND state = 'committed'"
         ).format(t.commitments)
         self.touch = SQL(
-            "UPDATE {} SET version = %s, updated_at = %s WHERE campaign_id = %s"
+            "UPDATE {} SET version = %(version)s, updated_at = %(at)s "
+            "WHERE campaign_id = %(campaign_id)s"
         ).format(t.campaigns)
         self.insert_price = SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(t.prices)
