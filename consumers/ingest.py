@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +24,7 @@ from consumers.order_messages import (
 from consumers.order_results import dead_letter, mismatch_result, order_result
 from domain.application import GroupBuying
 from domain.campaign import Campaign
-from domain.outcomes import Outcome
+from domain.outcomes import Outcome, Reason
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,20 @@ class IngestBatch:
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
     last_offsets: dict[str, int] = field(default_factory=dict)
+    # For the metrics, once saved: (kind, outcome, reason) of each order and cancellation,
+    # and the cause of each dead letter.
+    tally: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def count(self, command: OrderMessage, outcome: Outcome | None, reason: str = "") -> None:
+        kind = "cancellation" if isinstance(command, CancelOrder) else "order"
+        if outcome is None:
+            self.tally[kind, "rejected", reason] += 1
+        elif outcome.duplicate:
+            self.tally[kind, "duplicate", ""] += 1
+        else:
+            why = outcome.reason.value if outcome.reason is not None else ""
+            self.tally[kind, outcome.verdict.value, why] += 1
 
 
 class SiteTopics(Protocol):
@@ -109,13 +125,16 @@ class OrderIngestion:
             command = decode(record.value, site)
             results = self.topics.site_results(site)
             if command.site_id != site:
+                batch.count(command, None, Reason.SITE_MISMATCH.value)
                 return mismatch_result(results, command)
             _check_storable(command)
             outcome = self._apply(batch, command, now)
+            batch.count(command, outcome, Reason.UNKNOWN_CAMPAIGN.value)
             if outcome is not None and outcome.recorded:
                 return None
             return order_result(results, command, outcome)
         except MalformedMessageError as error:
+            batch.dead_letters["malformed"] += 1
             return dead_letter(self.topics.orders_dlq, record, str(error))
         except (DependencyError, MemoryError):
             raise  # not this record's doing: the whole batch again, later
@@ -123,6 +142,7 @@ class OrderIngestion:
             if command is not None and _recorded_for(batch, command):
                 raise HalfAppliedError(record, f"internal error: {error!r}") from error
             log.exception("order at %s@%d failed", record.position_name, record.offset)
+            batch.dead_letters["internal"] += 1
             return dead_letter(self.topics.orders_dlq, record, f"internal error: {error!r}")
 
     def _apply(self, batch: IngestBatch, command: OrderMessage, now: datetime) -> Outcome | None:
@@ -183,11 +203,30 @@ def _recorded_for(batch: IngestBatch, command: OrderMessage) -> bool:
     )
 
 
+class IngestObserver(Protocol):
+    """Told of each batch once it is saved (the metrics, infra/metrics.py)."""
+
+    def saved(self, batch: IngestBatch, records: int, seconds: float) -> None: ...
+
+    def parked(self) -> None: ...
+
+
+class Unobserved:
+    def saved(self, batch: IngestBatch, records: int, seconds: float) -> None:
+        pass
+
+    def parked(self) -> None:
+        pass
+
+
 class IngestSink:
     """Applies a poll's orders and saves events, results and positions in one transaction."""
 
-    def __init__(self, app: GroupBuying, topics: SiteTopics) -> None:
+    def __init__(
+        self, app: GroupBuying, topics: SiteTopics, observer: IngestObserver | None = None
+    ) -> None:
         self.app = app
+        self.observer = observer or Unobserved()
         self.ingestion = OrderIngestion(self._load, topics)
         self.cached: set[str] = set()
 
@@ -195,6 +234,7 @@ class IngestSink:
         return {name: self.app.max_tracking_id(name) for name in names}
 
     def process(self, records: Sequence[Record], expected: dict[str, int | None]) -> None:
+        started = time.perf_counter()
         batch = self.ingestion.apply(records)
         positions = [
             FencedTracking(name, offset, expected=expected.get(name))
@@ -203,6 +243,7 @@ class IngestSink:
         self.app.save_with_tracking(
             batch.campaigns.values(), None, positions=positions, outbox=batch.outbox
         )
+        self.observer.saved(batch, len(records), time.perf_counter() - started)
 
     def park(self, record: Record, reason: str, expected: dict[str, int | None]) -> None:
         """Save `record` as a dead letter saying `reason`, with its position, and nothing
@@ -211,6 +252,7 @@ class IngestSink:
         position = FencedTracking(name, record.offset, expected=expected.get(name))
         letter = dead_letter(self.ingestion.topics.orders_dlq, record, reason)
         self.app.save_with_tracking((), None, positions=[position], outbox=[letter])
+        self.observer.parked()
 
     def forget(self) -> None:
         # After a rebalance another process may have written these campaigns.

@@ -256,3 +256,16 @@ def eventsourcing_env(database_url: str, schema: str = "") -> dict[str, str]:
     if schema:
         env["POSTGRES_SCHEMA"] = schema
     return env
+
+
+def metrics_port() -> int | None:
+    """`GROUPBUY_METRICS_PORT`: where a service answers `/metrics`, `/healthz` and
+    `/readyz`; None when unset (off)."""
+    value = os.environ.get("GROUPBUY_METRICS_PORT", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > 65535:
+        raise ConfigurationError(
+            f"GROUPBUY_METRICS_PORT must be a port number, 0 to 65535, got {value!r}"
+        )
+    return int(value)

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import OperationalError
 
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.cli.common import (
     EXIT_CODES,
     INVALID,
@@ -31,7 +31,7 @@ from infra.services import CONSUMER_GROUPS, SERVICES_AND_RUN, Service
 from infra.services.ingest import run_ingest
 from infra.services.ingest_workers import run_ingest_workers
 from infra.services.supervision import ServiceStoppedError, run_reporting
-from infra.settings import ConfigurationError, Settings
+from infra.settings import ConfigurationError, Settings, metrics_port
 
 
 def parser(*, services_only: bool = False) -> argparse.ArgumentParser:
@@ -129,6 +129,8 @@ def run_service(name: str, service: Service, settings: Settings) -> int:
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
+    if (port := metrics_port()) is not None:
+        metrics.serve(port, metrics.dependencies(settings, stop))
     # The loaded code's objects live as long as the process: the collector's passes need not
     # walk them again and again. And a poll allocates tens of thousands of objects that live
     # until its save, so young collections come rarer and larger. Ingesting 100,000 orders,

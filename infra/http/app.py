@@ -25,12 +25,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, StreamingResponse
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from analysis.demand_curve import demand_curve
 from analysis.fold import fold
 from domain.campaign import Campaign
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import open_app
 from infra.http.live import EVERY, Frame, LiveFeed
 from infra.http.operators import Domain, operator_routes
@@ -177,6 +178,11 @@ def create_app(settings: Settings) -> FastAPI:
         """The process answers (nothing else is asked)."""
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics_text() -> Response:
+        """Prometheus text: the live streams open, and the server process's figures."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/readyz", tags=["operations"])
     def readyz(response: Response) -> dict[str, str]:
         """The database answers and the read models exist: 200, else 503 saying which."""
@@ -291,6 +297,7 @@ async def every_event(
     """Server-Sent Events of every campaign, then of each as it changes."""
     yield f"retry: {RETRY_MS}\n\n"
     queue = feed.follow()  # from before the first read: no change is lost
+    metrics.LIVE_STREAMS.labels("all").inc()
     try:
         for frame in await asyncio.to_thread(read_all):
             yield event(frame)
@@ -307,6 +314,7 @@ async def every_event(
                 yield event(frame)
     finally:
         feed.unfollow(queue)
+        metrics.LIVE_STREAMS.labels("all").dec()
 
 
 def event(frame: Frame, with_id: bool = False) -> str:
@@ -319,11 +327,15 @@ def event(frame: Frame, with_id: bool = False) -> str:
 async def events(feed: LiveFeed, campaign_id: str, seen: int | None) -> AsyncIterator[str]:
     """Server-Sent Events of the campaign's frames, with a comment for each quiet spell."""
     yield f"retry: {RETRY_MS}\n\n"
-    async for frame in feed.frames(campaign_id, seen):
-        if frame is None:
-            yield ": keepalive\n\n"
-        else:
-            yield event(frame, with_id=True)
+    metrics.LIVE_STREAMS.labels("campaign").inc()
+    try:
+        async for frame in feed.frames(campaign_id, seen):
+            if frame is None:
+                yield ": keepalive\n\n"
+            else:
+                yield event(frame, with_id=True)
+    finally:
+        metrics.LIVE_STREAMS.labels("campaign").dec()
 
 
 def page(name: str) -> Callable[[], FileResponse]:

@@ -13,6 +13,7 @@ from consumers.loop import TrackedLoop
 from domain.application import GroupBuying
 from infra.adapters import kafka_clients
 from infra.adapters.app import ONE_USER, open_app
+from infra.adapters.metrics import IngestMetrics
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 
@@ -28,7 +29,7 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
     """
     with ExitStack() as cleanup:  # closes the app, then the consumer
         consumer, subscription, app = join_ingest_group(settings, cleanup)
-        sink = IngestSink(app, Topics(settings.topic_prefix))
+        sink = IngestSink(app, Topics(settings.topic_prefix), IngestMetrics())
         loop = TrackedLoop(consumer, sink, max_records=MAX_RECORDS)
         subscription.start(loop)
         loop.run(stop)

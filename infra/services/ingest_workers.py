@@ -25,6 +25,7 @@ from consumers.loop import RETRY_PAUSE, TrackedLoop
 from domain.application import GroupBuying
 from infra.adapters import kafka_clients
 from infra.adapters.app import ONE_USER, open_app
+from infra.adapters.metrics import IngestMetrics
 from infra.adapters.topics import Topics
 from infra.services.ingest import MAX_RECORDS, join_ingest_group
 from infra.settings import Settings
@@ -256,7 +257,7 @@ def _work(
         # The coordinator makes the tables before it can assign this worker anything.
         app = open_app(settings, **ONE_USER, CREATE_TABLE="n")
         cleanup.callback(app.close)
-        sink = IngestSink(app, topics)
+        sink = IngestSink(app, topics, IngestMetrics())
         loop = TrackedLoop(consumer, sink, MAX_RECORDS, commit=_reporter(pipe))
         unread: list[TopicPartition] = []  # assigned, but their stored positions not yet read
         while not stop.is_set():

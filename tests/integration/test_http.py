@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.adapters.app import open_app
 from infra.services.project import run_project
@@ -125,6 +126,7 @@ def test_the_openapi_document_names_every_path(api: httpx.Client) -> None:
     assert set(document["paths"]) == {
         "/healthz",
         "/readyz",
+        "/metrics",
         "/v1/campaigns",
         "/v1/campaigns/{campaign_id}",
         "/v1/campaigns/{campaign_id}/prices",
@@ -150,6 +152,7 @@ def test_a_live_stream_pushes_each_committed_change_and_resumes_after_its_last_e
         with api.stream("GET", path) as stream:
             events = sse_events(stream)
             opening = next(events)
+            streaming = live_streams(api)
             publish_orders(settings, [order(campaign_id, "site-a", "b1", 12, None)])
             pushed = next(events)
         # Reconnecting after the last event seen: nothing again until the next change.
@@ -170,6 +173,20 @@ def test_a_live_stream_pushes_each_committed_change_and_resumes_after_its_last_e
     assert (resumed["data"]["unit_price"], resumed["data"]["buyers"]) == ("8.00", 2)
     assert (behind["id"], behind["data"]["committed_quantity"]) == ("3", 21)
     assert unknown.status_code == 404
+    assert streaming >= 1  # this test's stream, counted in the server's /metrics
+
+
+def live_streams(api: httpx.Client) -> float:
+    """How many campaign streams the server's /metrics says are open."""
+    answer = api.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain")
+    families = text_string_to_metric_families(answer.text)
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "groupbuy_live_streams" and sample.labels == {"stream": "campaign"}
+    )
 
 
 def sse_events(stream: httpx.Response) -> Iterator[dict[str, Any]]:

@@ -89,12 +89,19 @@ def alive(pid: int) -> bool:
 class ServiceProcess:
     """`groupbuy <command>` as a child process, to be killed like a crashing machine."""
 
-    def __init__(self, command: str, settings: Settings, log: Path, *arguments: str) -> None:
+    def __init__(
+        self,
+        command: str,
+        settings: Settings,
+        log: Path,
+        *arguments: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [GROUPBUY, command, *arguments],
-                env=child_env(settings),
+                env=child_env(settings) | (env or {}),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ from infra.settings import (
     ConfigurationError,
     database_address,
     eventsourcing_env,
+    metrics_port,
     postgres_conninfo,
 )
 
@@ -107,3 +108,20 @@ def test_the_command_prints_a_bad_database_url_on_one_line_without_its_password(
     assert printed.startswith("groupbuy: GROUPBUY_DATABASE_URL must be")
     assert len(printed.strip().splitlines()) == 1
     assert "s3" not in printed
+
+
+@pytest.mark.parametrize(("value", "port"), [("", None), ("9100", 9100), (" 0 ", 0)])
+def test_the_metrics_port_is_off_unless_set(
+    monkeypatch: pytest.MonkeyPatch, value: str, port: int | None
+) -> None:
+    monkeypatch.setenv("GROUPBUY_METRICS_PORT", value)
+    assert metrics_port() == port
+
+
+@pytest.mark.parametrize("value", ["http", "-1", "65536", "91.5"])
+def test_a_metrics_port_that_is_no_port_is_named(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("GROUPBUY_METRICS_PORT", value)
+    with pytest.raises(ConfigurationError, match=f"GROUPBUY_METRICS_PORT .*{value!r}"):
+        metrics_port()
