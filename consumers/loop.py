@@ -33,6 +33,26 @@ MAX_RETRY_PAUSE = 30.0
 # (a bug, a broken table), not of the records: stop rather than dead-letter them all.
 MAX_PARKED_IN_A_ROW = 8
 Commit = Callable[[dict[TopicPartition, OffsetAndMetadata]], object]
+Saved = Callable[[int, float], None]  # records and seconds of a batch saved whole
+Lagging = Callable[[dict[TopicPartition, int]], None]  # each assigned partition's lag
+LAG_EVERY = 1.0  # seconds between two reports of the lag
+
+
+def lag_of(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
+    """Records on each assigned partition after the consumer's position: the high watermark
+    of its last fetch minus the position. Asked without a round trip: only of partitions
+    fetched from, whose positions are known. Reading committed records only, a consumer's
+    position steps over transaction markers, so an idle consumer's lag is 0."""
+    lag = {}
+    for partition in consumer.assignment():
+        try:
+            end = consumer.highwater(partition)
+            position = None if end is None else consumer.position(partition, timeout_ms=0)
+        except KafkaError:  # unassigned meanwhile (IllegalStateError), or not yet known
+            continue
+        if end is not None and position is not None:
+            lag[partition] = max(0, end - position)
+    return lag
 
 
 class BatchSink(Protocol):
@@ -89,13 +109,20 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         sink: BatchSink,
         max_records: int = 2000,
         commit: Commit | None = None,
+        saved: Saved | None = None,
+        lagging: Lagging | None = None,
     ) -> None:
         """`commit` tells Kafka how far the saved batches got (default: the consumer's own
-        `commit_async`; a worker without a group reports to the process that has one)."""
+        `commit_async`; a worker without a group reports to the process that has one).
+        `saved` is told the records and seconds of each batch saved whole, and `lagging`
+        each partition's lag, at most every LAG_EVERY seconds (the metrics)."""
         self.consumer = consumer
         self.sink = sink
         self.max_records = max_records
         self.commit: Commit = commit or consumer.commit_async
+        self.saved = saved
+        self.lagging = lagging
+        self.lag_due = 0.0  # time.monotonic() after which the lag is reported again
         self.positions: dict[str, int | None] = {}
         # Where a partition is read from when that is not after its stored position: its
         # topic was made again, so the offsets began again (see `_seek_past`).
@@ -114,6 +141,9 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.poll_once()
+            if self.lagging is not None and time.monotonic() >= self.lag_due:
+                self.lag_due = time.monotonic() + LAG_EVERY
+                self.lagging(lag_of(self.consumer))
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One batch: the number of records applied (0 if none came, or after a failure).
@@ -183,6 +213,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def _save(self, records: Sequence[Record], expected: dict[str, int | None]) -> None:
         """Apply and save `records`; if their data makes that fail, set the records at fault
         aside and save the others."""
+        started = time.perf_counter()
         try:
             self.sink.process(records, expected)
         except Exception as error:
@@ -192,6 +223,8 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._save_around(records, expected, error)
             return
         self.parked_in_a_row = 0
+        if self.saved is not None:
+            self.saved(len(records), time.perf_counter() - started)
 
     def _save_around(
         self, records: Sequence[Record], expected: dict[str, int | None], error: Exception

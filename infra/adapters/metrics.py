@@ -15,6 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
+from kafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from consumers.ingest import IngestBatch
@@ -53,7 +54,52 @@ LIVE_STREAMS = Gauge(
     ["stream"],
 )
 
+SETTLE_TRANSACTIONS = Counter(
+    "groupbuy_settle_transactions",
+    "Kafka transactions of settle, by result (committed, aborted)",
+    ["result"],
+)
+CAMPAIGNS_SETTLED = Counter(
+    "groupbuy_campaigns_settled",
+    "Closed campaigns settle published, by outcome: succeeded (a purchase order), failed",
+    ["outcome"],
+)
+
+CONSUMER_LAG = Gauge(
+    "groupbuy_consumer_lag",
+    "Records on a partition after the service's position in it (high watermark minus it)",
+    ["service", "topic", "partition"],
+)
+
 Readiness = Callable[[], str | None]  # None when ready, else why not
+
+
+def batch_saved(service: str) -> Callable[[int, float], None]:
+    """Observes the size and seconds of each batch `service` saved (`TrackedLoop`)."""
+    records, seconds = BATCH_RECORDS.labels(service), BATCH_SECONDS.labels(service)
+
+    def saved(count: int, took: float) -> None:
+        records.observe(count)
+        seconds.observe(took)
+
+    return saved
+
+
+def lag_reporter(service: str) -> Callable[[dict[TopicPartition, int]], None]:
+    """Sets `service`'s lag gauges to the lags reported, and drops those of partitions it
+    no longer has."""
+    shown: set[tuple[str, str]] = set()
+
+    def report(lag: dict[TopicPartition, int]) -> None:
+        now = {(partition.topic, str(partition.partition)) for partition in lag}
+        for topic, number in shown - now:
+            CONSUMER_LAG.remove(service, topic, number)
+        for partition, count in lag.items():
+            CONSUMER_LAG.labels(service, partition.topic, str(partition.partition)).set(count)
+        shown.clear()
+        shown.update(now)
+
+    return report
 
 
 class IngestMetrics:

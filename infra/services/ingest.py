@@ -11,7 +11,7 @@ from kafka import KafkaConsumer
 from consumers.ingest import IngestSink
 from consumers.loop import TrackedLoop
 from domain.application import GroupBuying
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import ONE_USER, open_app
 from infra.adapters.metrics import IngestMetrics
 from infra.adapters.topics import Topics
@@ -30,7 +30,8 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
     with ExitStack() as cleanup:  # closes the app, then the consumer
         consumer, subscription, app = join_ingest_group(settings, cleanup)
         sink = IngestSink(app, Topics(settings.topic_prefix), IngestMetrics())
-        loop = TrackedLoop(consumer, sink, max_records=MAX_RECORDS)
+        lagging = metrics.lag_reporter("ingest")
+        loop = TrackedLoop(consumer, sink, max_records=MAX_RECORDS, lagging=lagging)
         subscription.start(loop)
         loop.run(stop)
 

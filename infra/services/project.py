@@ -6,7 +6,7 @@ import threading
 
 from consumers.loop import TrackedLoop
 from consumers.projector import ProjectorSink
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
@@ -17,7 +17,12 @@ def run_project(settings: Settings, stop: threading.Event) -> None:
     kafka_clients.ensure_topics(settings, [topics.campaign_events])
     sink = ProjectorSink(settings.postgres_conninfo, ReadModelTables(settings.database_schema))
     consumer = kafka_clients.consumer(settings, "groupbuy-project")
-    loop = TrackedLoop(consumer, sink)
+    loop = TrackedLoop(
+        consumer,
+        sink,
+        saved=metrics.batch_saved("project"),
+        lagging=metrics.lag_reporter("project"),
+    )
     kafka_clients.subscribe(consumer, [topics.campaign_events], loop)
     try:
         loop.run(stop)

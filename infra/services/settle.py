@@ -19,11 +19,12 @@ from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
 from consumers.batch import OutboxMessage
+from consumers.loop import LAG_EVERY, lag_of
 from consumers.projector import UnappliableRecordError
 from consumers.settlement import settlement_messages
 from domain.application import GroupBuying
 from domain.errors import UnknownCampaignError
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import open_app
 from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import Topics
@@ -165,10 +166,14 @@ class Settler:
             self.producer.init_transactions()
             self.settled.record()
             kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
+            report_lag, lag_due = metrics.lag_reporter("settle"), 0.0
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
                 if polled:
                     self._settle(polled)
+                if time.monotonic() >= lag_due:
+                    lag_due = time.monotonic() + LAG_EVERY
+                    report_lag(lag_of(self.consumer))
 
     def _settle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Each closed campaign in a transaction of its own, with the offsets read up to it;
@@ -185,8 +190,9 @@ class Settler:
             partition = TopicPartition(record.topic, record.partition)
             offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
             if closed is not None:
-                campaign_id, messages = closed
+                campaign_id, outcome, messages = closed
                 self._commit(messages, offsets)
+                metrics.CAMPAIGNS_SETTLED.labels(outcome).inc()
                 self.settled.add(campaign_id)
                 offsets = {}
         if offsets:
@@ -206,11 +212,16 @@ class Settler:
         except BaseException:
             with suppress(KafkaError):  # a fenced producer cannot abort; its successor did
                 self.producer.abort_transaction()
+            metrics.SETTLE_TRANSACTIONS.labels("aborted").inc()
             raise
+        metrics.SETTLE_TRANSACTIONS.labels("committed").inc()
         self.committed += 1
 
-    def _closed_campaign(self, record: ConsumerRecord) -> tuple[str, list[OutboxMessage]] | None:
-        """A `campaign.closed` not settled yet: its campaign_id and the messages it asks for."""
+    def _closed_campaign(
+        self, record: ConsumerRecord
+    ) -> tuple[str, str, list[OutboxMessage]] | None:
+        """A `campaign.closed` not settled yet: its campaign_id, its outcome and the messages
+        it asks for."""
         with _unappliable(record):
             event = decode(record.value)
             if event.type != "campaign.closed":
@@ -231,7 +242,8 @@ class Settler:
             # A supplier's or a site's topic is made when it registers (the supplier's also
             # when its campaign opens); one missing is made now, but an unregistered site's,
             # which nobody could read, is not: its settlements stay in the event store.
-            return event.campaign_id, [m for m in messages if self.limits.of(m.topic) is not None]
+            wanted = [m for m in messages if self.limits.of(m.topic) is not None]
+            return event.campaign_id, event.fields["outcome"], wanted
 
     def _read_again(self, records: list[ConsumerRecord]) -> None:
         """Seek each partition back to the first of `records` it has."""

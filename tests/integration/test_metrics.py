@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +43,22 @@ def status(port: int, path: str) -> int:
 def orders(samples: Samples, kind: str, outcome: str, reason: str = "") -> float:
     labels = (("kind", kind), ("outcome", outcome), ("reason", reason))
     return samples.get(("groupbuy_orders_total", labels), 0.0)
+
+
+def lags(samples: Samples, service: str) -> dict[tuple[str, str], float]:
+    """`service`'s consumer lag by (topic, partition)."""
+    return {
+        (labels["topic"], labels["partition"]): value
+        for (name, pairs), value in samples.items()
+        if name == "groupbuy_consumer_lag" and (labels := dict(pairs))["service"] == service
+    }
+
+
+def caught_up(port: int, service: str, topic_part: str) -> bool:
+    """Whether `service` reports lags of partitions of topics containing `topic_part`, all
+    0 (the records it was given, all applied)."""
+    found = {k: v for k, v in lags(scrape(port), service).items() if topic_part in k[0]}
+    return bool(found) and not any(found.values())
 
 
 def test_ingest_counts_each_outcome_and_dead_letter_it_saved(
@@ -94,5 +111,55 @@ def test_ingest_counts_each_outcome_and_dead_letter_it_saved(
         assert records == len(messages)  # every record in exactly one saved batch
         assert 1 <= batches <= len(messages)
         assert status(port, "/nowhere") == 404
+        wait_for(lambda: caught_up(port, "ingest", "orders"), what="ingest's lag back to 0")
     finally:
         assert ingest.stop() == 0
+
+
+def test_the_projector_and_settle_count_what_they_saved_and_published(
+    settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    make_site_topics(settings)
+    campaign_id = f"metrics-settle-{unique}"
+    app = open_app(settings)
+    app.open_campaign(campaign(campaign_id), datetime.now(UTC))
+    ports = {"project": free_port(), "settle": free_port()}
+    services = [
+        ServiceProcess(name, settings, tmp_path / f"{name}.log") for name in ("ingest", "relay")
+    ]
+    services += [
+        ServiceProcess(
+            name, settings, tmp_path / f"{name}.log", env={"GROUPBUY_METRICS_PORT": str(port)}
+        )
+        for name, port in ports.items()
+    ]
+    try:
+        publish_orders(settings, [placed(campaign_id, n) for n in range(3)])
+
+        def projected() -> float:
+            samples = scrape(ports["project"]) if status(ports["project"], "/healthz") else {}
+            return samples.get(("groupbuy_batch_records_sum", (("service", "project"),)), 0.0)
+
+        wait_for(lambda: projected() == 4, what="the opening and 3 commitments projected")
+        app.cancel_campaign(campaign_id, datetime.now(UTC))
+
+        def settled() -> float:
+            samples = scrape(ports["settle"])
+            return samples.get(("groupbuy_campaigns_settled_total", (("outcome", "cancelled"),)), 0)
+
+        wait_for(
+            lambda: status(ports["settle"], "/healthz") == 200 and settled() == 1,
+            what="the campaign settled",
+        )
+        wait_for(lambda: projected() == 5, what="the close projected")
+        for service, port in ports.items():
+            wait_for(
+                partial(caught_up, port, service, "campaign-events"), what=f"{service}'s lag at 0"
+            )
+        samples = scrape(ports["settle"])
+        assert samples[("groupbuy_settle_transactions_total", (("result", "committed"),))] >= 1
+        assert samples.get(("groupbuy_settle_transactions_total", (("result", "aborted"),)), 0) == 0
+    finally:
+        app.close()
+        for service in services:
+            assert service.stop() == 0
