@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.sql import SQL, Identifier
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from domain.application import GroupBuying
@@ -59,6 +61,12 @@ def add_commands(commands: Any) -> None:
     opening.add_argument("file", metavar="FILE", help="the definition's JSON file, - for stdin")
     show = action("show", "one campaign as the live read model shows it", show_campaign)
     show.add_argument("campaign_id", metavar="ID")
+    watch = action(
+        "watch",
+        "follow one campaign live, pushed by the projector's commits, until it closes",
+        watch_campaign,
+    )
+    watch.add_argument("campaign_id", metavar="ID")
     listing = action("list", "every campaign, soonest deadline first", list_campaigns)
     listing.add_argument("--status", choices=["open", "succeeded", "failed", "cancelled"])
     extend = action("extend", "move an open campaign's deadline later", extend_deadline)
@@ -160,6 +168,52 @@ def show_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
         return 0
     Console().print(campaign_table(view))
     return 0
+
+
+def watch_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Show the campaign, then again whenever the projector commits a change to it (its
+    notification, as `groupbuy serve` hears it), until it closes; with --json, one line per
+    change. Ctrl-C ends it too."""
+    tables = ReadModelTables(settings.database_schema)
+    console = Console()
+    live = console.is_terminal and not arguments.json
+    with read_models(settings) as conn, read_models(settings) as listener:
+        listener.execute(SQL("LISTEN {}").format(Identifier(tables.channel)))
+        view = queries.campaign(conn, tables, arguments.campaign_id)
+        if view is None:
+            raise CommandError(
+                f"no campaign {arguments.campaign_id!r} in the read model "
+                "(is `groupbuy project` running, and was the campaign opened?)",
+                NOT_FOUND,
+            )
+        screen = Live(campaign_table(view), console=console) if live else nullcontext()
+        with screen:
+            shown = None
+            while True:
+                if view is not None and view["version"] != shown:
+                    shown = view["version"]
+                    if isinstance(screen, Live):
+                        screen.update(campaign_table(view))
+                    else:
+                        print(
+                            json.dumps(view) if arguments.json else plain_summary(view), flush=True
+                        )
+                if view is None or view["status"] != "open":
+                    return 0
+                # Woken by any campaign's change (or after a second, to be sure): read again.
+                for _ in listener.notifies(timeout=1.0, stop_after=1):
+                    pass
+                view = queries.campaign(conn, tables, arguments.campaign_id)
+
+
+def plain_summary(view: dict[str, Any]) -> str:
+    """One line of a campaign's figures, for a terminal that is not one (a pipe, a log)."""
+    return (
+        f"{view['campaign_id']} v{view['version']} {view['status']}: {view['currency']} "
+        f"{view['unit_price']} a unit, {view['committed_quantity']} units committed, "
+        f"{view['buyers']} buyers, next price {view['next_unit_price']} in "
+        f"{view['units_to_next_price']} units, deadline {view['deadline']}"
+    )
 
 
 def campaign_table(view: dict[str, Any]) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -12,9 +13,10 @@ from domain.outcomes import Order
 from infra.adapters.app import open_app
 from infra.settings import Settings
 from projections.read_models import ReadModelTables
-from tests.support.builders import campaign
-from tests.support.pipeline import groupbuy
-from tests.support.read_models import replay_into
+from tests.support.builders import campaign, order
+from tests.support.kafka_io import publish_orders, wait_for
+from tests.support.pipeline import GROUPBUY, child_env, groupbuy, order_pipeline
+from tests.support.read_models import projected_version, replay_into
 
 
 @pytest.fixture
@@ -81,3 +83,46 @@ def test_an_unreachable_database_is_named_with_its_address(settings: Settings) -
     assert done.returncode == 3
     assert "cannot reach PostgreSQL at 127.0.0.1:9/groupbuy" in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_watch_prints_each_change_as_the_projector_commits_it_until_the_close(
+    settings: Settings, unique: str
+) -> None:
+    campaign_id = f"watch-{unique}"
+    with order_pipeline(settings, campaign(campaign_id, max_per_buyer=None)):
+        wait_for(lambda: projected_version(settings) == 1, what="the opening projected")
+        watching = subprocess.Popen(
+            [GROUPBUY, "campaign", "watch", campaign_id, "--json"],
+            env=child_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert watching.stdout is not None
+            first = json.loads(watching.stdout.readline())
+            publish_orders(settings, [order(campaign_id, "site-a", "b1", 12, None)])
+            pushed = json.loads(watching.stdout.readline())
+            app = open_app(settings)
+            app.cancel_campaign(campaign_id, datetime.now(UTC))
+            app.close()
+            last = [json.loads(line) for line in watching.stdout]  # to its end: it exits
+            assert watching.wait(timeout=30) == 0, watching.stderr.read() if watching.stderr else ""
+        finally:
+            if watching.poll() is None:
+                watching.kill()
+    assert (first["version"], first["committed_quantity"]) == (1, 0)
+    assert (pushed["version"], pushed["committed_quantity"], pushed["unit_price"]) == (
+        2,
+        12,
+        "10.00",
+    )
+    assert (last[-1]["status"], last[-1]["committed_quantity"]) == ("cancelled", 12)
+
+
+def test_watch_names_a_campaign_it_cannot_find(settings: Settings, unique: str) -> None:
+    replay_into(settings, ReadModelTables(settings.database_schema))  # the tables, empty
+    done = groupbuy(settings, "campaign", "watch", f"none-{unique}")
+
+    assert done.returncode != 0
+    assert f"no campaign 'none-{unique}'" in done.stderr
