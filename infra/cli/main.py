@@ -73,7 +73,7 @@ def _add_other_commands(root: argparse.ArgumentParser, commands: Any) -> None:
     # (a tenth of a second each start, and ingestion starts a process per consumer).
     from importlib.metadata import version
 
-    from infra.cli import analyst, campaign, replay, serve, tenants
+    from infra.cli import analyst, campaign, dlq, replay, serve, tenants
     from infra.cli.demo import command as demo
 
     root.add_argument("--version", action="version", version=f"groupbuy {version('groupbuy')}")
@@ -82,6 +82,7 @@ def _add_other_commands(root: argparse.ArgumentParser, commands: Any) -> None:
     analyst.add_commands(commands)
     demo.add_command(commands)
     tenants.add_commands(commands)
+    dlq.add_commands(commands)
     tenants.add_operator_command(commands)
     serve.add_command(commands)
 
