@@ -41,8 +41,9 @@ LAG_EVERY = 1.0  # seconds between two reports of the lag
 def lag_of(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
     """Records on each assigned partition after the consumer's position: the high watermark
     of its last fetch minus the position. Asked without a round trip: only of partitions
-    fetched from, whose positions are known. Reading committed records only, a consumer's
-    position steps over transaction markers, so an idle consumer's lag is 0."""
+    fetched from, whose positions are known (TrackedLoop seeks every partition it is given
+    to its stored position). Reading committed records only, a consumer's position steps
+    over transaction markers, so an idle consumer's lag is 0."""
     lag = {}
     for partition in consumer.assignment():
         try:
@@ -143,7 +144,10 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self.poll_once()
             if self.lagging is not None and time.monotonic() >= self.lag_due:
                 self.lag_due = time.monotonic() + LAG_EVERY
-                self.lagging(lag_of(self.consumer))
+                try:
+                    self.lagging(lag_of(self.consumer))
+                except Exception:  # a gauge must never stop the service
+                    log.debug("the lag could not be reported", exc_info=True)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One batch: the number of records applied (0 if none came, or after a failure).

@@ -19,7 +19,6 @@ from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
 from consumers.batch import OutboxMessage
-from consumers.loop import LAG_EVERY, lag_of
 from consumers.projector import UnappliableRecordError
 from consumers.settlement import settlement_messages
 from domain.application import GroupBuying
@@ -166,14 +165,10 @@ class Settler:
             self.producer.init_transactions()
             self.settled.record()
             kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
-            report_lag, lag_due = metrics.lag_reporter("settle"), 0.0
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
                 if polled:
                     self._settle(polled)
-                if time.monotonic() >= lag_due:
-                    lag_due = time.monotonic() + LAG_EVERY
-                    report_lag(lag_of(self.consumer))
 
     def _settle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Each closed campaign in a transaction of its own, with the offsets read up to it;
