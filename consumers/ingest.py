@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -204,15 +203,16 @@ def _recorded_for(batch: IngestBatch, command: OrderMessage) -> bool:
 
 
 class IngestObserver(Protocol):
-    """Told of each batch once it is saved (the metrics, infra/metrics.py)."""
+    """Told of each batch once it is saved, and of each record set aside (the metrics,
+    infra/adapters/metrics.py; a batch's size and time are TrackedLoop's `saved` hook)."""
 
-    def saved(self, batch: IngestBatch, records: int, seconds: float) -> None: ...
+    def saved(self, batch: IngestBatch) -> None: ...
 
     def parked(self) -> None: ...
 
 
 class Unobserved:
-    def saved(self, batch: IngestBatch, records: int, seconds: float) -> None:
+    def saved(self, batch: IngestBatch) -> None:
         pass
 
     def parked(self) -> None:
@@ -234,7 +234,6 @@ class IngestSink:
         return {name: self.app.max_tracking_id(name) for name in names}
 
     def process(self, records: Sequence[Record], expected: dict[str, int | None]) -> None:
-        started = time.perf_counter()
         batch = self.ingestion.apply(records)
         positions = [
             FencedTracking(name, offset, expected=expected.get(name))
@@ -243,7 +242,7 @@ class IngestSink:
         self.app.save_with_tracking(
             batch.campaigns.values(), None, positions=positions, outbox=batch.outbox
         )
-        self.observer.saved(batch, len(records), time.perf_counter() - started)
+        self.observer.saved(batch)
 
     def park(self, record: Record, reason: str, expected: dict[str, int | None]) -> None:
         """Save `record` as a dead letter saying `reason`, with its position, and nothing

@@ -40,19 +40,20 @@ LAG_EVERY = 1.0  # seconds between two reports of the lag
 
 def lag_of(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
     """Records on each assigned partition after the consumer's position: the high watermark
-    of its last fetch minus the position. Asked without a round trip: only of partitions
-    fetched from, whose positions are known (TrackedLoop seeks every partition it is given
-    to its stored position). Reading committed records only, a consumer's position steps
-    over transaction markers, so an idle consumer's lag is 0."""
+    of its last fetch minus the position, for the partitions fetched from.
+
+    Read from what the consumer knows, with no request: `KafkaConsumer.position` may refresh
+    committed offsets, reset or validate positions first, which is not a metric's business
+    (and is no call to make between a transactional consumer's polls). Reading committed
+    records only, a consumer's position steps over transaction markers, so an idle
+    consumer's lag is 0."""
     lag = {}
-    for partition in consumer.assignment():
-        try:
-            end = consumer.highwater(partition)
-            position = None if end is None else consumer.position(partition, timeout_ms=0)
-        except KafkaError:  # unassigned meanwhile (IllegalStateError), or not yet known
-            continue
+    states = consumer._subscription.assignment  # kafka-python 3.0.12 (pinned)
+    for partition, state in list(states.items()):
+        end = consumer.highwater(partition)
+        position = state.position
         if end is not None and position is not None:
-            lag[partition] = max(0, end - position)
+            lag[partition] = max(0, end - position.offset)
     return lag
 
 
@@ -142,12 +143,6 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.poll_once()
-            if self.lagging is not None and time.monotonic() >= self.lag_due:
-                self.lag_due = time.monotonic() + LAG_EVERY
-                try:
-                    self.lagging(lag_of(self.consumer))
-                except Exception:  # a gauge must never stop the service
-                    log.debug("the lag could not be reported", exc_info=True)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One batch: the number of records applied (0 if none came, or after a failure).
@@ -155,6 +150,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         While pausing after a failure it waits at most `timeout_ms`, and returns 0."""
         if self.lost is not None:
             raise self.lost
+        self._report_lag()
         if not self._ready(timeout_ms):
             return 0
         try:
@@ -165,6 +161,14 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         if applied:
             self.failures = self.conflicts = 0
         return applied
+
+    def _report_lag(self) -> None:
+        if self.lagging is not None and time.monotonic() >= self.lag_due:
+            self.lag_due = time.monotonic() + LAG_EVERY
+            try:
+                self.lagging(lag_of(self.consumer))
+            except Exception:  # a gauge must never stop the service
+                log.debug("the lag could not be reported", exc_info=True)
 
     def _ready(self, timeout_ms: int) -> bool:
         wait = self.resume_at - time.monotonic()
@@ -278,6 +282,8 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             record.position_name,
             record.offset,
             reason,
+            # GROUPBUY_LOG_FORMAT=json shows where it is as fields of their own.
+            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
         )
         try:
             self.sink.park(record, reason, expected)

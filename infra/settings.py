@@ -269,3 +269,56 @@ def metrics_port() -> int | None:
             f"GROUPBUY_METRICS_PORT must be a port number, 0 to 65535, got {value!r}"
         )
     return int(value)
+
+
+READY_MAX_LAG = 10_000  # records a consumer may be behind and still be ready
+
+
+def ready_max_lag() -> int:
+    """`GROUPBUY_READY_MAX_LAG`: the most records a consumer service may be behind on any of
+    its partitions while `/readyz` says ready."""
+    value = os.environ.get("GROUPBUY_READY_MAX_LAG", "").strip()
+    if not value:
+        return READY_MAX_LAG
+    if not value.isdigit():
+        raise ConfigurationError(
+            f"GROUPBUY_READY_MAX_LAG must be a whole number of records, got {value!r}"
+        )
+    return int(value)
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_format() -> str:
+    """`GROUPBUY_LOG_FORMAT`: `text` (the default) or `json`, one object per line."""
+    value = (os.environ.get("GROUPBUY_LOG_FORMAT") or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigurationError(f"GROUPBUY_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def log_level() -> str:
+    """`GROUPBUY_LOG_LEVEL`: the least severe level logged (default INFO)."""
+    value = (os.environ.get("GROUPBUY_LOG_LEVEL") or "INFO").strip().upper()
+    if value not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"GROUPBUY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}"
+        )
+    return value
+
+
+def effective(settings: Settings) -> dict[str, str]:
+    """What a service runs with, as its variables, secrets masked: a start's first log."""
+    env = settings.as_env() | {
+        "GROUPBUY_DATABASE_URL": redacted(settings.database_url),
+        "GROUPBUY_METRICS_PORT": str(metrics_port() or "off"),
+        "GROUPBUY_READY_MAX_LAG": str(ready_max_lag()),
+        "GROUPBUY_LOG_FORMAT": log_format(),
+        "GROUPBUY_LOG_LEVEL": log_level(),
+        "GROUPBUY_INSTANCE": os.environ.get("GROUPBUY_INSTANCE", ""),
+    }
+    if "GROUPBUY_KAFKA_PASSWORD" in env:
+        env["GROUPBUY_KAFKA_PASSWORD"] = "***"
+    return {name: value for name, value in env.items() if value}

@@ -13,13 +13,15 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import psycopg
 from kafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from psycopg.sql import Composed
 
 from consumers.ingest import IngestBatch
-from infra.settings import Settings
+from infra.settings import Settings, ready_max_lag
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,34 @@ CONSUMER_LAG = Gauge(
     ["service", "topic", "partition"],
 )
 
+PURCHASE_ORDERS = Counter(
+    "groupbuy_purchase_orders",
+    "Purchase orders settle sent to suppliers (one per campaign that succeeded)",
+)
+RELAY_LAG = Gauge(
+    "groupbuy_relay_lag_events",
+    "Events the event store holds that the relay has not yet published to Kafka",
+)
+OUTBOX_ROWS = Gauge(
+    "groupbuy_outbox_rows",
+    "Rows in the outbox (order results, dead letters) waiting for the relay",
+)
+CAMPAIGNS_OVERDUE = Gauge(
+    "groupbuy_campaigns_overdue",
+    "Campaigns past their deadline (by the broker's time) and not yet closed",
+)
+CAMPAIGN_HELD = Gauge(
+    "groupbuy_campaign_held_seconds",
+    "Seconds since the deadline of a campaign that an orders partition holds back: ingestion "
+    "has not yet applied every order appended there before the deadline",
+    ["campaign", "topic", "partition"],
+)
+INGEST_WORKERS = Gauge(
+    "groupbuy_ingest_workers",
+    "Worker processes of ingest --workers alive (a worker that dies stops the service, "
+    "whose supervisor starts it again: see process_start_time_seconds)",
+)
+
 Readiness = Callable[[], str | None]  # None when ready, else why not
 
 
@@ -85,45 +115,93 @@ def batch_saved(service: str) -> Callable[[int, float], None]:
     return saved
 
 
-def lag_reporter(service: str) -> Callable[[dict[TopicPartition, int]], None]:
-    """Sets `service`'s lag gauges to the lags reported, and drops those of partitions it
-    no longer has."""
-    shown: set[tuple[str, str]] = set()
+class ConsumerHealth:
+    """A consumer service's lag: its gauges, and what `/readyz` says of it (partitions
+    assigned, every partition's lag within `max_lag`)."""
 
-    def report(lag: dict[TopicPartition, int]) -> None:
+    def __init__(self, service: str, max_lag: int) -> None:
+        self.service, self.max_lag = service, max_lag
+        self.shown: set[tuple[str, str]] = set()
+        self.lag: dict[TopicPartition, int] | None = None  # None until first reported
+
+    def report(self, lag: dict[TopicPartition, int]) -> None:
+        """Set the gauges to `lag`, and drop those of partitions no longer reported."""
         now = {(partition.topic, str(partition.partition)) for partition in lag}
-        for topic, number in shown - now:
-            CONSUMER_LAG.remove(service, topic, number)
+        for topic, number in self.shown - now:
+            CONSUMER_LAG.remove(self.service, topic, number)
         for partition, count in lag.items():
-            CONSUMER_LAG.labels(service, partition.topic, str(partition.partition)).set(count)
-        shown.clear()
-        shown.update(now)
+            CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(count)
+        self.shown = now
+        self.lag = dict(lag)
 
-    return report
+    def why_not(self) -> str | None:
+        if not self.lag:  # a member the group gave nothing serves nothing
+            return f"{self.service}: no partitions assigned and fetched from yet"
+        partition, worst = max(self.lag.items(), key=lambda item: item[1])
+        if worst > self.max_lag:
+            return (
+                f"{self.service}: {worst} records behind on {partition.topic}:"
+                f"{partition.partition} (more than {self.max_lag})"
+            )
+        return None
+
+
+CONSUMERS: list[ConsumerHealth] = []  # of this process, each asked by /readyz
+
+
+def lag_reporter(service: str) -> Callable[[dict[TopicPartition, int]], None]:
+    """Sets `service`'s lag gauges to the lags reported (TrackedLoop's `lagging` hook), and
+    makes `/readyz` wait for them to be assigned and under GROUPBUY_READY_MAX_LAG."""
+    health = ConsumerHealth(service, ready_max_lag())
+    CONSUMERS.append(health)
+    return health.report
+
+
+def relay_backlog(conn: psycopg.Connection[Any], events: Composed, outbox: Composed) -> None:
+    """Set the relay's gauges: events after its position, rows in the outbox. `events` and
+    `outbox` are the queries that count them (infra/services/relay.py)."""
+    for gauge, query in ((RELAY_LAG, events), (OUTBOX_ROWS, outbox)):
+        (count,) = conn.execute(query).fetchone() or (0,)
+        gauge.set(count)
+
+
+def campaigns_held(held: dict[tuple[str, str, int], float]) -> None:
+    """Set the clock's gauge of each (campaign, topic, partition) where the partition holds
+    a due campaign back: the seconds since its deadline. Those no longer held go."""
+    CAMPAIGN_HELD.clear()
+    for (campaign_id, topic, partition), seconds in held.items():
+        CAMPAIGN_HELD.labels(campaign_id, topic, str(partition)).set(seconds)
 
 
 class IngestMetrics:
     """Ingest's counts, told of each batch once saved (consumers.ingest.IngestObserver)."""
 
-    def saved(self, batch: IngestBatch, records: int, seconds: float) -> None:
-        BATCH_RECORDS.labels("ingest").observe(records)
-        BATCH_SECONDS.labels("ingest").observe(seconds)
-        for labels, count in batch.tally.items():
-            ORDERS.labels(*labels).inc(count)
-        for cause, count in batch.dead_letters.items():
-            DEAD_LETTERS.labels("ingest", cause).inc(count)
+    def saved(self, batch: IngestBatch) -> None:
+        self.count(batch.tally, batch.dead_letters)
 
     def parked(self) -> None:
         DEAD_LETTERS.labels("ingest", "unsaved").inc()
 
+    @staticmethod
+    def count(tally: dict[tuple[str, str, str], int], dead_letters: dict[str, int]) -> None:
+        """Add a batch's tallies (also those a worker of ingest --workers sends)."""
+        for labels, count in tally.items():
+            ORDERS.labels(*labels).inc(count)
+        for cause, count in dead_letters.items():
+            DEAD_LETTERS.labels("ingest", cause).inc(count)
+
 
 def dependencies(settings: Settings, stop: threading.Event) -> Readiness:
     """Ready while not stopping, with PostgreSQL answering and a broker accepting a
-    connection, each asked with a two-second limit."""
+    connection (each asked with a two-second limit), and each consumer of the process
+    assigned partitions and within GROUPBUY_READY_MAX_LAG of their ends."""
 
     def why_not() -> str | None:
         if stop.is_set():
             return "stopping"
+        for consumer in CONSUMERS:
+            if (why := consumer.why_not()) is not None:
+                return why
         try:
             with psycopg.connect(settings.postgres_conninfo, connect_timeout=2) as conn:
                 conn.execute("SELECT 1")

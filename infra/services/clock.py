@@ -22,8 +22,9 @@ from consumers.batch import position_name
 from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.errors import CampaignError
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import open_app, recorder_of
+from infra.adapters.logs import where
 from infra.adapters.topics import Topics
 from infra.settings import Settings
 
@@ -307,12 +308,27 @@ class HeldLog:
         self.since: dict[TopicPartition, float] = {}
         self.warned: dict[TopicPartition, float] = {}
 
-    def note(self, held: dict[TopicPartition, Held]) -> None:
+    def note(self, held: dict[TopicPartition, Held], deadlines: dict[str, datetime]) -> None:
+        """Log the partitions holding campaigns back (`held`), and set the metric of each
+        campaign held (seconds since its deadline in `deadlines`) and the partition."""
+        metrics.campaigns_held(
+            {
+                (campaign_id, tp.topic, tp.partition): max(
+                    0.0, (host_now() - deadlines[campaign_id]).total_seconds()
+                )
+                for tp, why in held.items()
+                for campaign_id in why.campaigns
+            }
+        )
         now = time.monotonic()
         for tp in [tp for tp in self.since if tp not in held]:
             del self.since[tp]
             if self.warned.pop(tp, None) is not None:
-                log.info("orders partition %s:%d no longer holds back any campaign", *tp)
+                log.info(
+                    "orders partition %s:%d no longer holds back any campaign",
+                    *tp,
+                    extra=where(topic=tp.topic, partition=tp.partition),
+                )
         for tp, why in held.items():
             since = self.since.setdefault(tp, now)
             if now - since >= HELD_WARNING_AFTER and (
@@ -330,6 +346,7 @@ class HeldLog:
                     now - since,
                     why.progress.stored,
                     why.progress.needed,
+                    extra=where(topic=tp.topic, partition=tp.partition),
                 )
 
 
@@ -457,7 +474,9 @@ class IngestProgress:
             for tp in carriers[campaign_id]:
                 if millis(deadline) > through[tp]:
                     held[tp].append(campaign_id)
-        self.held.note({tp: Held(campaigns, progress[tp]) for tp, campaigns in held.items()})
+        self.held.note(
+            {tp: Held(campaigns, progress[tp]) for tp, campaigns in held.items()}, dict(due)
+        )
 
 
 class Clock:
@@ -473,12 +492,20 @@ class Clock:
         # The broker is asked only when a campaign may be due, and only once a tick.
         candidates = self.deadlines.due(self.broker.guess())
         if not candidates:
-            return 0
+            return self._overdue(0)
         broker_now = self.broker.passed(candidates[-1][1])
         due = [(c, d) for c, d in candidates if d <= broker_now]
         if not due:
-            return 0
-        return sum(self._close(campaign_id) for campaign_id in self.progress.ready(due))
+            return self._overdue(0)
+        closed = sum(self._close(campaign_id) for campaign_id in self.progress.ready(due))
+        metrics.CAMPAIGNS_OVERDUE.set(len(due) - closed)
+        return closed
+
+    def _overdue(self, closed: int) -> int:
+        """None due: no campaign is overdue, and no partition holds one back."""
+        self.progress.held.note({}, {})
+        metrics.CAMPAIGNS_OVERDUE.set(0)
+        return closed
 
     def _close(self, campaign_id: str) -> bool:
         try:
@@ -486,7 +513,9 @@ class Clock:
             # records when, by the broker's time, this close happened.
             return self.app.close_if_due(campaign_id, self.broker.estimate())
         except CampaignError as error:
-            log.warning("cannot close %s: %s", campaign_id, error)
+            log.warning(
+                "cannot close %s: %s", campaign_id, error, extra=where(campaign=campaign_id)
+            )
             return False
         finally:
             self.deadlines.open.pop(campaign_id, None)

@@ -30,8 +30,13 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
     with ExitStack() as cleanup:  # closes the app, then the consumer
         consumer, subscription, app = join_ingest_group(settings, cleanup)
         sink = IngestSink(app, Topics(settings.topic_prefix), IngestMetrics())
-        lagging = metrics.lag_reporter("ingest")
-        loop = TrackedLoop(consumer, sink, max_records=MAX_RECORDS, lagging=lagging)
+        loop = TrackedLoop(
+            consumer,
+            sink,
+            max_records=MAX_RECORDS,
+            saved=metrics.batch_saved("ingest"),
+            lagging=metrics.lag_reporter("ingest"),
+        )
         subscription.start(loop)
         loop.run(stop)
 

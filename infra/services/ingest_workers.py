@@ -20,10 +20,10 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.errors import KafkaError
 
 from consumers.batch import position_name
-from consumers.ingest import IngestSink
+from consumers.ingest import IngestBatch, IngestSink
 from consumers.loop import RETRY_PAUSE, TrackedLoop
 from domain.application import GroupBuying
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import ONE_USER, open_app
 from infra.adapters.metrics import IngestMetrics
 from infra.adapters.topics import Topics
@@ -124,6 +124,10 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, consumer: KafkaConsumer, app: GroupBuying, workers: list[Worker]) -> None:
         self.consumer, self.app, self.workers = consumer, app, workers
+        self.saved = metrics.batch_saved("ingest")
+        self.lagging = metrics.lag_reporter("ingest")
+        self.lags: dict[str, dict[TopicPartition, int]] = {}  # each worker's, by its name
+        metrics.INGEST_WORKERS.set(len(workers))
         self.bounds: dict[TopicPartition, tuple[int, int]] = {}  # first and next offsets
         self.bounds_at = -BOUNDS_EVERY
         self.holding = False  # whether the workers were given partitions since the last release
@@ -186,8 +190,9 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             while (message := worker.receive()) is not None:
                 if message[0] == "released":
+                    self.lags.pop(worker.process.name, None)
                     return True
-                self._handle(message)
+                self._handle(worker, message)
         except WorkerDiedError:
             return True
         return False
@@ -195,14 +200,27 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     def _collect(self) -> None:
         for worker in self.workers:
             while (message := worker.receive()) is not None:
-                self._handle(message)
+                self._handle(worker, message)
             if not worker.process.is_alive():
+                metrics.INGEST_WORKERS.set(sum(w.process.is_alive() for w in self.workers))
                 raise worker.died()
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        if message[0] == "moved":
+    def _handle(self, worker: Worker, message: tuple[Any, ...]) -> None:
+        """What a worker tells: how far it got, and its metrics (the process that serves
+        them is this one)."""
+        kind = message[0]
+        if kind == "moved":
             # Only for lag monitoring: a commit lost in a rebalance is harmless.
             self.consumer.commit_async(message[1])
+        elif kind == "counted":
+            IngestMetrics.count(message[1], message[2])
+        elif kind == "parked":
+            IngestMetrics().parked()
+        elif kind == "saved":
+            self.saved(message[1], message[2])
+        elif kind == "lag":
+            self.lags[worker.process.name] = message[1]
+            self.lagging({p: n for lag in self.lags.values() for p, n in lag.items()})
 
     def _look_at_bounds(self) -> None:
         """Where each partition of the sites' orders topics starts and ends, for the next
@@ -257,8 +275,15 @@ def _work(
         # The coordinator makes the tables before it can assign this worker anything.
         app = open_app(settings, **ONE_USER, CREATE_TABLE="n")
         cleanup.callback(app.close)
-        sink = IngestSink(app, topics, IngestMetrics())
-        loop = TrackedLoop(consumer, sink, MAX_RECORDS, commit=_reporter(pipe))
+        sink = IngestSink(app, topics, PipedMetrics(pipe))
+        loop = TrackedLoop(
+            consumer,
+            sink,
+            MAX_RECORDS,
+            commit=_reporter(pipe),
+            saved=lambda count, seconds: _tell(pipe, "saved", count, seconds),
+            lagging=lambda lag: _tell(pipe, "lag", lag),
+        )
         unread: list[TopicPartition] = []  # assigned, but their stored positions not yet read
         while not stop.is_set():
             assigned = list(consumer.assignment())
@@ -303,7 +328,24 @@ def _seek_to_stored(loop: TrackedLoop, partitions: list[TopicPartition]) -> list
 
 def _reporter(pipe: Connection) -> Callable[[Offsets], None]:
     def report(offsets: Offsets) -> None:
-        with suppress(OSError):  # the coordinator is gone: the next look at the pipe says so
-            pipe.send(("moved", offsets))
+        _tell(pipe, "moved", offsets)
 
     return report
+
+
+def _tell(pipe: Connection, *message: Any) -> None:
+    with suppress(OSError):  # the coordinator is gone: the next look at the pipe says so
+        pipe.send(message)
+
+
+class PipedMetrics:
+    """A worker's ingest counts, sent to the coordinator, which serves the metrics."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self.pipe = pipe
+
+    def saved(self, batch: IngestBatch) -> None:
+        _tell(self.pipe, "counted", batch.tally, batch.dead_letters)
+
+    def parked(self) -> None:
+        _tell(self.pipe, "parked")

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
@@ -20,25 +21,26 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from consumers.order_results import event_result
 from domain.application import GroupBuying
 from domain.campaign import Campaign
-from infra.adapters import kafka_clients
+from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import OUTBOX_TABLE, open_app, recorder_of
 from infra.adapters.event_store import OUTBOX_CHANNEL, SCHEMA_LOCK, outbox_headers
 from infra.adapters.table_follower import Connection, TableFollower
 from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import EVENT_MAX_BYTES, Topics
 from infra.services.relay_progress import Message, Progress, ProgressLog
-from infra.services.supervision import run_together
+from infra.services.supervision import Task, run_together
 from infra.settings import Settings
 from projections.wire import MESSAGE_TYPES, encode
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000  # rows or events published, then acknowledged, at a time
+BACKLOG_EVERY = 2.0  # seconds between two measures of the backlog (the metrics)
 POSITION = "relay:campaign-events"  # the tracking row of the events published
 # Where rows Kafka will never take are kept, beside the outbox (groupbuying_parked).
 PARKED_TABLE = OUTBOX_TABLE.removesuffix("_outbox") + "_parked"
@@ -96,13 +98,36 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
             outbox,
         ),
     ]
+    tasks: dict[str, Task] = {f.name: f.run for f in followers}
+    tasks["relay-backlog"] = partial(
+        measure_backlog, settings, events.count_unpublished, outbox.count
+    )
     try:  # a follower that stops on its own stops the other, and the relay
-        run_together({f.name: f.run for f in followers}, stop)
+        run_together(tasks, stop)
     finally:
         events.close()
         outbox.close()
         limits.close()
         app.close()
+
+
+def measure_backlog(
+    settings: Settings, events: Composed, outbox: Composed, stop: threading.Event
+) -> None:
+    """Every BACKLOG_EVERY seconds until `stop`, set the metrics of what waits for the relay:
+    events not yet published, rows in the outbox. A failure is skipped (the followers say
+    what is wrong with the database), never raised."""
+    conn: psycopg.Connection[Any] | None = None
+    while not stop.wait(0 if conn is None else BACKLOG_EVERY):
+        try:
+            if conn is None or conn.closed or conn.broken:
+                conn = psycopg.connect(settings.postgres_conninfo, autocommit=True)
+            metrics.relay_backlog(conn, events, outbox)
+        except psycopg.Error as error:
+            log.debug("the relay's backlog could not be measured: %s", error)
+            stop.wait(BACKLOG_EVERY)
+    if conn is not None:
+        conn.close()
 
 
 def publisher_producer(settings: Settings, publisher: str, **options: Any) -> NewProducer:
@@ -229,6 +254,12 @@ class EventRelay(Publisher[Notification]):
         self.select_position = SQL(
             "SELECT notification_id FROM {} WHERE application_name = %s"
         ).format(tracking)
+        # Events in the store after the position (the metrics): notification ids have gaps
+        # (rolled back inserts), so this counts them.
+        self.count_unpublished = SQL(
+            "SELECT count(*) FROM {} WHERE notification_id > coalesce("
+            "(SELECT notification_id FROM {} WHERE application_name = {}), 0)"
+        ).format(Identifier(schema, recorder.events_table_name), tracking, Literal(POSITION))
         self.store_position = SQL(
             "INSERT INTO {0} VALUES (%(name)s, %(id)s) ON CONFLICT (application_name) "
             "DO UPDATE SET notification_id = %(id)s WHERE {0}.notification_id < %(id)s"
@@ -311,6 +342,7 @@ class OutboxPublisher(Publisher[OutboxRow]):
             "SELECT id, topic, key, value, headers FROM {} ORDER BY id LIMIT %s"
         ).format(qualified)
         self.delete = SQL("DELETE FROM {} WHERE id = ANY(%s)").format(qualified)
+        self.count = SQL("SELECT count(*) FROM {}").format(qualified)
         self.park = SQL(
             "INSERT INTO {} (outbox_id, topic, key, value, headers, error) "
             "SELECT id, topic, key, value, headers, %s FROM {} WHERE id = %s"

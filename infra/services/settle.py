@@ -19,12 +19,15 @@ from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
 from consumers.batch import OutboxMessage
+from consumers.loop import LAG_EVERY, Lagging, lag_of
 from consumers.projector import UnappliableRecordError
 from consumers.settlement import settlement_messages
 from domain.application import GroupBuying
 from domain.errors import UnknownCampaignError
+from domain.outcomes import CloseOutcome
 from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import open_app
+from infra.adapters.logs import where
 from infra.adapters.topic_limits import TopicLimits
 from infra.adapters.topics import Topics
 from infra.settings import Settings
@@ -99,10 +102,19 @@ class Settled:
             try:
                 first = self._connection().execute(insert, (campaign_id,)).fetchone()
             except psycopg.Error as error:
-                log.warning("cannot record %s as settled yet: %s", campaign_id, error)
+                log.warning(
+                    "cannot record %s as settled yet: %s",
+                    campaign_id,
+                    error,
+                    extra=where(campaign=campaign_id),
+                )
                 return
             if first is None:
-                log.warning("%s was settled by another settle instance too", campaign_id)
+                log.warning(
+                    "%s was settled by another settle instance too",
+                    campaign_id,
+                    extra=where(campaign=campaign_id),
+                )
             self.unrecorded.pop(0)
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -116,10 +128,11 @@ def run_settle(settings: Settings, stop: threading.Event) -> None:
     kafka_clients.ensure_topics(settings, [topics.campaign_events])
     app = open_app(settings)
     settled = Settled(settings)
+    lagging = metrics.lag_reporter("settle")
     failures = 0
     try:
         while not stop.is_set():
-            settler = Settler(settings, app, settled)
+            settler = Settler(settings, app, settled, lagging)
             try:
                 settler.run(stop)
             except RETRYABLE as error:
@@ -140,11 +153,14 @@ class Settler:
     producer: KafkaProducer
     limits: TopicLimits
 
-    def __init__(self, settings: Settings, app: GroupBuying, settled: Settled) -> None:
+    def __init__(
+        self, settings: Settings, app: GroupBuying, settled: Settled, lagging: Lagging
+    ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.app = app
         self.settled = settled
+        self.lagging = lagging
         self.committed = 0  # transactions committed in this run
 
     def run(self, stop: threading.Event) -> None:
@@ -165,10 +181,14 @@ class Settler:
             self.producer.init_transactions()
             self.settled.record()
             kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
+            lag_due = 0.0
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
                 if polled:
                     self._settle(polled)
+                if time.monotonic() >= lag_due:
+                    lag_due = time.monotonic() + LAG_EVERY
+                    self.lagging(lag_of(self.consumer))
 
     def _settle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Each closed campaign in a transaction of its own, with the offsets read up to it;
@@ -188,6 +208,8 @@ class Settler:
                 campaign_id, outcome, messages = closed
                 self._commit(messages, offsets)
                 metrics.CAMPAIGNS_SETTLED.labels(outcome).inc()
+                if outcome == CloseOutcome.SUCCEEDED and messages:  # the supplier's first
+                    metrics.PURCHASE_ORDERS.inc()
                 self.settled.add(campaign_id)
                 offsets = {}
         if offsets:
