@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import OperationalError
 
-from infra.adapters import kafka_clients, metrics
+from infra.adapters import kafka_clients, logs, metrics
 from infra.cli.common import (
     EXIT_CODES,
     INVALID,
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_service(name: str, service: Service, settings: Settings) -> int:
     """Run one service until SIGINT or SIGTERM, then stop it cleanly; raise
     ServiceStoppedError if it stops on its own."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO narrates every connection
+    logs.configure(name)
     logging.getLogger("kafka.net.transport").addFilter(_closed_while_reading)
+    logs.log_configuration(name, settings)
     require_kafka(settings)  # a missing service is named at once, not after a long retry
     require_postgres(settings)
     require_schema(settings)

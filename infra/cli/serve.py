@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from infra.adapters import logs
 from infra.cli.common import EXIT_CODES, INVALID, CommandError, require_postgres
-from infra.settings import Settings
+from infra.settings import Settings, log_level
 
 
 def add_command(commands: Any) -> None:
@@ -35,11 +36,14 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
             INVALID,
         ) from None
     require_postgres(settings)  # an unreachable database is named at once
+    logs.configure("serve")  # GROUPBUY_LOG_FORMAT and _LEVEL, uvicorn's lines too
+    logs.log_configuration("serve", settings)
     uvicorn.run(
         create_app(settings),
         host=arguments.host,
         port=arguments.port,
-        log_level="info",
+        log_config=None,  # its records go to the root logger's handler, as configured
+        log_level=log_level().lower(),
         access_log=False,
         # Live streams never end by themselves: stop waiting for them after this long.
         timeout_graceful_shutdown=2,
