@@ -27,6 +27,7 @@ from infra.cli.common import (
     event_store,
     instant_argument,
     json_file,
+    require_extra,
 )
 from infra.cli.output import plain
 from infra.settings import Settings
@@ -152,6 +153,8 @@ def difference(real: Any, whatif: Any) -> str:
 
 
 def show_demand(settings: Settings, arguments: argparse.Namespace) -> int:
+    if arguments.png:
+        require_extra("matplotlib", "analyst", "groupbuy demand --png")
     with event_store(settings, read_only=True) as app:
         campaign = fold(campaign_events(app, arguments.campaign_id))
     assert campaign is not None

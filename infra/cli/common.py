@@ -164,3 +164,17 @@ def instant_argument(option: str, value: str) -> datetime:
         return parse_instant(value)
     except ValueError as error:
         raise CommandError(f"{option} {error}") from None
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Refuse `what` with the extra to install when its optional `module` is missing (the
+    services install without the analysts' and the web's dependencies)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)  # about to be used: its import is no extra cost
+    except ImportError:
+        raise CommandError(
+            f"{what} needs {module}, which is not installed: pip install 'groupbuy[{extra}]'",
+            INVALID,
+        ) from None

@@ -24,6 +24,7 @@ from infra.cli.common import (
     campaign_events,
     event_store,
     instant_argument,
+    require_extra,
 )
 from infra.settings import Settings
 from projections.wire import rfc3339
@@ -66,6 +67,8 @@ def add_command(commands: Any) -> None:
 
 def export_events(settings: Settings, arguments: argparse.Namespace) -> int:
     since = instant_argument("--since", arguments.since) if arguments.since else None
+    if arguments.format == "parquet":
+        require_extra("pyarrow", "analyst", "groupbuy export --format parquet")
     out = Path(arguments.out)
     if out.is_dir():
         raise CommandError(f"--out {out} is a directory; give a file name")
