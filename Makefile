@@ -17,7 +17,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV) >&2
 	$(BIN)/pip install -q --upgrade pip >&2
 	$(BIN)/pip install -q -e '.[dev]' >&2
+	@$(MAKE) -s $(BIN)/compose-spec
 	@touch $@
+
+# The Compose Specification's own loader, which tests/unit/test_deploy.py checks
+# deploy/compose.yaml with (there is no Docker engine to ask); built with Go from its module.
+COMPOSE_SPEC := github.com/compose-spec/compose-go/v2/cmd@v2.16.2
+$(BIN)/compose-spec:
+	@if command -v go >/dev/null; then \
+		echo "building compose-spec ($(COMPOSE_SPEC))" >&2; \
+		GOBIN=$(abspath $(BIN)) go install $(COMPOSE_SPEC) >&2 && mv $(BIN)/cmd $@ \
+			|| echo "compose-spec could not be built: the compose file's check is skipped" >&2; \
+	else echo "no Go here: the compose file's check is skipped" >&2; fi
 
 # `eval "$(make -s up)"` exports GROUPBUY_KAFKA_BOOTSTRAP and GROUPBUY_DATABASE_URL.
 up: install
