@@ -141,7 +141,7 @@ def list_letters(settings: Settings, arguments: argparse.Namespace) -> int:
 def redrive_letters(settings: Settings, arguments: argparse.Namespace) -> int:
     require_kafka(settings)
     wanted = positions(arguments.offsets)
-    found = {letter.position: letter for letter in read_letters(settings, None)}
+    found = letters_at(settings, wanted)
     missing = [p for p in wanted if p not in found]
     if missing:
         raise CommandError(
@@ -238,6 +238,37 @@ def read_letters(settings: Settings, since: datetime | None) -> Iterator[DeadLet
                     left.discard(partition)
         if left:
             raise CommandError(f"the DLQ was not read to its end in 60 s: {sorted(map(str, left))}")
+
+
+def letters_at(settings: Settings, wanted: list[str]) -> dict[str, DeadLetter]:
+    """The dead letters at the DLQ positions `wanted` (`P:O`), each read by a seek to it:
+    a position past the end, or holding no record (a transaction marker), finds none."""
+    topic = Topics(settings.topic_prefix).orders_dlq
+    found: dict[str, DeadLetter] = {}
+    with closing(kafka_clients.reader(settings, enable_auto_commit=False)) as reader:
+        numbers = reader.partitions_for_topic(topic) or set()
+        targets = [
+            (TopicPartition(topic, int(p)), int(o))
+            for p, o in (position.split(":") for position in wanted)
+            if int(p) in numbers
+        ]
+        partitions = sorted({partition for partition, _ in targets})
+        if not partitions:
+            return found
+        reader.assign(partitions)
+        ends = reader.end_offsets(partitions)
+        for partition, offset in targets:
+            if offset >= ends[partition]:
+                continue
+            reader.pause(*partitions)
+            reader.resume(partition)
+            reader.seek(partition, offset)
+            deadline = time.monotonic() + 30
+            while reader.position(partition) <= offset and time.monotonic() < deadline:
+                for record in reader.poll(timeout_ms=500).get(partition, []):
+                    if record.offset == offset:
+                        found[f"{partition.partition}:{offset}"] = _letter(record)
+    return found
 
 
 def _seek(reader: KafkaConsumer, partitions: list[TopicPartition], since: datetime | None) -> None:
