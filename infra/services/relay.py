@@ -173,6 +173,7 @@ class Publisher(Generic[Row]):
         if self.sender.producer is None:
             self.sender.open()  # a transaction a predecessor left open is aborted
             if (last := self.progress.last()) is not None:
+                self._check_published(conn, last)
                 self._record_once(conn, last)
         # Step 1. Read the rows after those recorded.
         rows = self._read(conn)
@@ -202,6 +203,9 @@ class Publisher(Generic[Row]):
         except BaseException:
             self.sender.close()  # the next turn starts from what Kafka committed
             raise
+
+    def _check_published(self, conn: Connection, progress: Progress) -> None:
+        """Refuse Kafka's progress if it names rows the database never had."""
 
     def _read(self, conn: Connection) -> Sequence[Row]:
         raise NotImplementedError
@@ -254,6 +258,9 @@ class EventRelay(Publisher[Notification]):
         self.select_position = SQL(
             "SELECT notification_id FROM {} WHERE application_name = %s"
         ).format(tracking)
+        events = Identifier(schema, recorder.events_table_name)
+        self.select_last_stored = SQL("SELECT max(notification_id) FROM {}").format(events)
+        self.sequence = f"{schema}.{recorder.events_table_name}_notification_id_seq"
         # Events in the store after the position (the metrics): notification ids have gaps
         # (rolled back inserts), so this counts them.
         self.count_unpublished = SQL(
@@ -273,6 +280,22 @@ class EventRelay(Publisher[Notification]):
     def _position(self, conn: Connection) -> int:
         row = conn.execute(self.select_position, (POSITION,)).fetchone()
         return int(row[0]) if row else 0
+
+    def _check_published(self, conn: Connection, progress: Progress) -> None:
+        """Every event Kafka says was published came from this store, so the store holds
+        one with an id at least as large. If not, the database was restored to an instant
+        before the relay's last publication: new events would take the ids of published
+        ones, and recording Kafka's progress would skip them. Stop, naming the fix."""
+        published = max(progress.done, default=0)
+        (stored,) = conn.execute(self.select_last_stored).fetchone() or (None,)
+        if published > (stored or 0):
+            raise StoreBehindKafkaError(
+                f"Kafka says the relay published events up to id {published}, but the event "
+                f"store's last is {stored or 'none'}: was the database restored to an earlier "
+                f"instant? Move its ids past the published ones, then start the relay again: "
+                f"SELECT setval('{self.sequence}', {published}); (docs/operations.md, "
+                f"PostgreSQL)"
+            )
 
     def _read(self, conn: Connection) -> Sequence[Notification]:
         after = self._position(conn)
@@ -318,6 +341,10 @@ class EventRelay(Publisher[Notification]):
             assert isinstance(event, Campaign.Opened)
             self.slugs[originator_id] = event.campaign_id
         return self.slugs[originator_id]
+
+
+class StoreBehindKafkaError(RuntimeError):
+    """Kafka holds events the event store does not: the relay must not go on."""
 
 
 class OutboxPublisher(Publisher[OutboxRow]):
