@@ -55,7 +55,7 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 test: lint
-	@$(UP) && $(BIN)/pytest
+	@$(UP) && $(BIN)/pytest --durations=20  # the slowest named: the run should stay near 15 min
 
 # The fault-injection tests at length: 20 kills of each service, broker and database
 # restarts, a minute's database freeze, thousands of orders (`make test` runs them short).

@@ -313,7 +313,8 @@ def effective(settings: Settings) -> dict[str, str]:
     """What a service runs with, as its variables, secrets masked: a start's first log."""
     env = settings.as_env() | {
         "GROUPBUY_DATABASE_URL": redacted(settings.database_url),
-        "GROUPBUY_METRICS_PORT": str(metrics_port() or "off"),
+        "GROUPBUY_METRICS_PORT": "off" if (port := metrics_port()) is None else str(port),
+        "GROUPBUY_TOPIC_PARTITIONS": os.environ.get("GROUPBUY_TOPIC_PARTITIONS", "8"),
         "GROUPBUY_READY_MAX_LAG": str(ready_max_lag()),
         "GROUPBUY_LOG_FORMAT": log_format(),
         "GROUPBUY_LOG_LEVEL": log_level(),

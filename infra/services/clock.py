@@ -492,20 +492,20 @@ class Clock:
         # The broker is asked only when a campaign may be due, and only once a tick.
         candidates = self.deadlines.due(self.broker.guess())
         if not candidates:
-            return self._overdue(0)
+            return self._none_due()
         broker_now = self.broker.passed(candidates[-1][1])
         due = [(c, d) for c, d in candidates if d <= broker_now]
         if not due:
-            return self._overdue(0)
+            return self._none_due()
         closed = sum(self._close(campaign_id) for campaign_id in self.progress.ready(due))
         metrics.CAMPAIGNS_OVERDUE.set(len(due) - closed)
         return closed
 
-    def _overdue(self, closed: int) -> int:
-        """None due: no campaign is overdue, and no partition holds one back."""
+    def _none_due(self) -> int:
+        """No campaign is overdue, and no partition holds one back: none closed."""
         self.progress.held.note({}, {})
         metrics.CAMPAIGNS_OVERDUE.set(0)
-        return closed
+        return 0
 
     def _close(self, campaign_id: str) -> bool:
         try:

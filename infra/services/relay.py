@@ -266,7 +266,7 @@ class EventRelay(Publisher[Notification]):
         self.count_unpublished = SQL(
             "SELECT count(*) FROM {} WHERE notification_id > coalesce("
             "(SELECT notification_id FROM {} WHERE application_name = {}), 0)"
-        ).format(Identifier(schema, recorder.events_table_name), tracking, Literal(POSITION))
+        ).format(events, tracking, Literal(POSITION))
         self.store_position = SQL(
             "INSERT INTO {0} VALUES (%(name)s, %(id)s) ON CONFLICT (application_name) "
             "DO UPDATE SET notification_id = %(id)s WHERE {0}.notification_id < %(id)s"
