@@ -125,6 +125,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.saved = saved
         self.lagging = lagging
         self.lag_due = 0.0  # time.monotonic() after which the lag is reported again
+        self.joined = False  # whether partitions (maybe none) were assigned yet
         self.positions: dict[str, int | None] = {}
         # Where a partition is read from when that is not after its stored position: its
         # topic was made again, so the offsets began again (see `_seek_past`).
@@ -163,7 +164,8 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         return applied
 
     def _report_lag(self) -> None:
-        if self.lagging is not None and time.monotonic() >= self.lag_due:
+        """Tell `lagging` the lag, every LAG_EVERY seconds once assigned (maybe nothing)."""
+        if self.lagging is not None and self.joined and time.monotonic() >= self.lag_due:
             self.lag_due = time.monotonic() + LAG_EVERY
             try:
                 self.lagging(lag_of(self.consumer))
@@ -356,6 +358,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         the poll that follows looks at their offsets first (`_check_assigned`).
         """
         log.info("assigned %s", ", ".join(f"{p.topic}:{p.partition}" for p in assigned) or "none")
+        self.joined = True
         stored = self.sink.stored_positions([position_name(p.topic, p.partition) for p in assigned])
         for partition in assigned:
             name = position_name(partition.topic, partition.partition)

@@ -135,8 +135,13 @@ class ConsumerHealth:
         self.lag = dict(lag)
 
     def why_not(self) -> str | None:
-        if not self.lag:  # a member the group gave nothing serves nothing
-            return f"{self.service}: no partitions assigned and fetched from yet"
+        """Not ready before its first assignment, nor while a partition is too far behind;
+        ready with no partitions (no site registered yet, or more members than partitions:
+        nothing to do)."""
+        if self.lag is None:
+            return f"{self.service}: no partitions assigned yet"
+        if not self.lag:
+            return None
         partition, worst = max(self.lag.items(), key=lambda item: item[1])
         if worst > self.max_lag:
             return (

@@ -157,6 +157,9 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             worker.send("assign", share)
         self.holding = True
+        if not assigned:  # no worker will report: none has anything to do
+            self.lags.clear()
+            self.lagging({})
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.release()

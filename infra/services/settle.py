@@ -13,7 +13,13 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
@@ -180,13 +186,14 @@ class Settler:
             clients.callback(self.limits.close)
             self.producer.init_transactions()
             self.settled.record()
-            kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], None)
+            joined = Joined()
+            kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], joined)
             lag_due = 0.0
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
                 if polled:
                     self._settle(polled)
-                if time.monotonic() >= lag_due:
+                if joined.yet and time.monotonic() >= lag_due:
                     lag_due = time.monotonic() + LAG_EVERY
                     self.lagging(lag_of(self.consumer))
 
@@ -269,6 +276,19 @@ class Settler:
             first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
         for partition, offset in first.items():
             self.consumer.seek(partition, offset)
+
+
+class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Whether the group has assigned this member its partitions (maybe none) yet: its lag
+    is reported from then on."""
+
+    yet = False
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.yet = True
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
 
 
 @contextmanager
