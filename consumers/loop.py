@@ -57,6 +57,25 @@ def lag_of(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
     return lag
 
 
+class LagReport:
+    """Tells `lagging` a consumer's lag at most every LAG_EVERY seconds, once its group has
+    assigned it partitions (maybe none). A report that fails is dropped: a gauge must never
+    stop a service."""
+
+    def __init__(self, lagging: Lagging | None) -> None:
+        self.lagging = lagging
+        self.due = 0.0  # time.monotonic() after which the lag is reported again
+        self.joined = False  # whether partitions (maybe none) were assigned yet
+
+    def __call__(self, consumer: KafkaConsumer) -> None:
+        if self.lagging is not None and self.joined and time.monotonic() >= self.due:
+            self.due = time.monotonic() + LAG_EVERY
+            try:
+                self.lagging(lag_of(consumer))
+            except Exception:
+                log.debug("the lag could not be reported", exc_info=True)
+
+
 class BatchSink(Protocol):
     """Applies polled records and saves the result with the new positions, atomically."""
 
@@ -123,9 +142,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.max_records = max_records
         self.commit: Commit = commit or consumer.commit_async
         self.saved = saved
-        self.lagging = lagging
-        self.lag_due = 0.0  # time.monotonic() after which the lag is reported again
-        self.joined = False  # whether partitions (maybe none) were assigned yet
+        self.report_lag = LagReport(lagging)
         self.positions: dict[str, int | None] = {}
         # Where a partition is read from when that is not after its stored position: its
         # topic was made again, so the offsets began again (see `_seek_past`).
@@ -151,7 +168,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         While pausing after a failure it waits at most `timeout_ms`, and returns 0."""
         if self.lost is not None:
             raise self.lost
-        self._report_lag()
+        self.report_lag(self.consumer)
         if not self._ready(timeout_ms):
             return 0
         try:
@@ -162,15 +179,6 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         if applied:
             self.failures = self.conflicts = 0
         return applied
-
-    def _report_lag(self) -> None:
-        """Tell `lagging` the lag, every LAG_EVERY seconds once assigned (maybe nothing)."""
-        if self.lagging is not None and self.joined and time.monotonic() >= self.lag_due:
-            self.lag_due = time.monotonic() + LAG_EVERY
-            try:
-                self.lagging(lag_of(self.consumer))
-            except Exception:  # a gauge must never stop the service
-                log.debug("the lag could not be reported", exc_info=True)
 
     def _ready(self, timeout_ms: int) -> bool:
         wait = self.resume_at - time.monotonic()
@@ -358,7 +366,7 @@ class TrackedLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         the poll that follows looks at their offsets first (`_check_assigned`).
         """
         log.info("assigned %s", ", ".join(f"{p.topic}:{p.partition}" for p in assigned) or "none")
-        self.joined = True
+        self.report_lag.joined = True
         stored = self.sink.stored_positions([position_name(p.topic, p.partition) for p in assigned])
         for partition in assigned:
             name = position_name(partition.topic, partition.partition)

@@ -184,7 +184,8 @@ class IngestMetrics:
     def saved(self, batch: IngestBatch) -> None:
         self.count(batch.tally, batch.dead_letters)
 
-    def parked(self) -> None:
+    @staticmethod
+    def parked() -> None:
         DEAD_LETTERS.labels("ingest", "unsaved").inc()
 
     @staticmethod

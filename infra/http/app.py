@@ -327,15 +327,12 @@ def event(frame: Frame, with_id: bool = False) -> str:
 async def events(feed: LiveFeed, campaign_id: str, seen: int | None) -> AsyncIterator[str]:
     """Server-Sent Events of the campaign's frames, with a comment for each quiet spell."""
     yield f"retry: {RETRY_MS}\n\n"
-    metrics.LIVE_STREAMS.labels("campaign").inc()
-    try:
+    with metrics.LIVE_STREAMS.labels("campaign").track_inprogress():
         async for frame in feed.frames(campaign_id, seen):
             if frame is None:
                 yield ": keepalive\n\n"
             else:
                 yield event(frame, with_id=True)
-    finally:
-        metrics.LIVE_STREAMS.labels("campaign").dec()
 
 
 def page(name: str) -> Callable[[], FileResponse]:

@@ -218,7 +218,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         elif kind == "counted":
             IngestMetrics.count(message[1], message[2])
         elif kind == "parked":
-            IngestMetrics().parked()
+            IngestMetrics.parked()
         elif kind == "saved":
             self.saved(message[1], message[2])
         elif kind == "lag":

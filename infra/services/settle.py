@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
 from consumers.batch import OutboxMessage
-from consumers.loop import LAG_EVERY, Lagging, lag_of
+from consumers.loop import Lagging, LagReport
 from consumers.projector import UnappliableRecordError
 from consumers.settlement import settlement_messages
 from domain.application import GroupBuying
@@ -186,16 +186,15 @@ class Settler:
             clients.callback(self.limits.close)
             self.producer.init_transactions()
             self.settled.record()
-            joined = Joined()
-            kafka_clients.subscribe(self.consumer, [self.topics.campaign_events], joined)
-            lag_due = 0.0
+            report_lag = LagReport(self.lagging)
+            kafka_clients.subscribe(
+                self.consumer, [self.topics.campaign_events], Joined(report_lag)
+            )
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
                 if polled:
                     self._settle(polled)
-                if joined.yet and time.monotonic() >= lag_due:
-                    lag_due = time.monotonic() + LAG_EVERY
-                    self.lagging(lag_of(self.consumer))
+                report_lag(self.consumer)
 
     def _settle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Each closed campaign in a transaction of its own, with the offsets read up to it;
@@ -279,13 +278,14 @@ class Settler:
 
 
 class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Whether the group has assigned this member its partitions (maybe none) yet: its lag
-    is reported from then on."""
+    """Starts the lag's reports once the group has assigned this member its partitions
+    (maybe none)."""
 
-    yet = False
+    def __init__(self, report_lag: LagReport) -> None:
+        self.report_lag = report_lag
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.yet = True
+        self.report_lag.joined = True
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         pass
