@@ -1,4 +1,5 @@
-"""`python -m infra.local up|down|status`: start, stop or show the local Kafka and PostgreSQL."""
+"""`python -m infra.local up|down|status`: start, stop or show the local Kafka and PostgreSQL
+(and, with GROUPBUY_PG_REPLICA=1, a streaming replica of that PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,25 @@ import sys
 from infra.local.common import LauncherError
 from infra.local.kafka import LocalKafka
 from infra.local.postgres import LocalPostgres
+from infra.local.postgres_replica import LocalPostgresReplica
 from infra.local.secure_kafka import LocalSecureKafka
 from infra.local.secure_postgres import LocalSecurePostgres
 
 KAFKA_VAR, DATABASE_VAR = "GROUPBUY_KAFKA_BOOTSTRAP", "GROUPBUY_DATABASE_URL"
+READ_DATABASE_VAR = "GROUPBUY_READ_DATABASE_URL"
 
 
 def up() -> None:
     """Start what is not configured; print `export` lines for `eval "$(make -s up)"`. With
-    GROUPBUY_SECURE=1, the broker is the secured one, and the exports say how to reach it."""
+    GROUPBUY_SECURE=1, the broker is the secured one, and the exports say how to reach it;
+    with GROUPBUY_PG_REPLICA=1, readers are pointed at a replica of the database."""
     values = {KAFKA_VAR: os.environ.get(KAFKA_VAR), DATABASE_VAR: os.environ.get(DATABASE_VAR)}
     if not values[DATABASE_VAR]:
         postgres = LocalSecurePostgres.from_env() if secure() else LocalPostgres.from_env()
         log(postgres.start())
         values[DATABASE_VAR] = postgres.url
+    if replica() and not os.environ.get(READ_DATABASE_VAR):
+        values[READ_DATABASE_VAR] = start_replica(str(values[DATABASE_VAR]))
     if not values[KAFKA_VAR] and secure():
         secured = LocalSecureKafka.from_env()
         log(secured.start())
@@ -35,16 +41,32 @@ def up() -> None:
         print(f"export {name}={shlex.quote(str(value))}")
 
 
+def start_replica(database_url: str) -> str:
+    """Start the local replica and return its URL; it can follow only the plain local
+    PostgreSQL, so another database is refused rather than given a stranger's copy."""
+    replica = LocalPostgresReplica.from_env()
+    if database_url != replica.primary.url:
+        raise LauncherError(
+            f"GROUPBUY_PG_REPLICA=1 starts a replica of the local PostgreSQL only "
+            f"(not with GROUPBUY_SECURE=1, nor with {DATABASE_VAR} set elsewhere); "
+            f"for another database, set {READ_DATABASE_VAR} to its replica"
+        )
+    log(replica.start())
+    return replica.url
+
+
 def down() -> None:
+    # The replica before its primary: stopped after, it would log its lost primary.
     for name, service in (
         ("Kafka", LocalKafka.from_env()),
         ("the secured Kafka", LocalSecureKafka.from_env()),
+        ("the PostgreSQL replica", LocalPostgresReplica.from_env()),
         ("PostgreSQL", LocalPostgres.from_env()),
         ("the PostgreSQL with TLS", LocalSecurePostgres.from_env()),
     ):
         if service.stop():
             log(f"{name} stopped")
-        elif not isinstance(service, LocalSecureKafka | LocalSecurePostgres):
+        elif not isinstance(service, LocalSecureKafka | LocalSecurePostgres | LocalPostgresReplica):
             log(f"{name} was not running")
 
 
@@ -58,6 +80,13 @@ def status() -> None:
     if tls.is_running():
         log(f"the PostgreSQL with TLS at {tls.url}: running")
     log(f"PostgreSQL at {postgres.url}: {'running' if postgres.is_running() else 'stopped'}")
+    replica = LocalPostgresReplica.from_env()
+    if replica.is_running():
+        log(f"the PostgreSQL replica at {replica.url}: running")
+
+
+def replica() -> bool:
+    return os.environ.get("GROUPBUY_PG_REPLICA", "") not in ("", "0")
 
 
 def secure() -> bool:
