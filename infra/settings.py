@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,9 @@ def _read_secret(path: str) -> str:
         ) from None
 
 
+DATABASE_VARIABLE, READ_DATABASE_VARIABLE = "GROUPBUY_DATABASE_URL", "GROUPBUY_READ_DATABASE_URL"
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(repr=False)  # it may hold a password: see __repr__
@@ -155,28 +158,50 @@ class Settings:
     topic_prefix: str = ""
     database_schema: str = "public"
     kafka_security: KafkaSecurity = KafkaSecurity()
+    # A replica the readers read from instead (docs/operations.md, "Read replica").
+    read_database_url: str | None = field(default=None, repr=False)
+    # True in the copy `for_reading` makes: its database_url is the replica's.
+    reading: bool = False
 
     def __repr__(self) -> str:
+        read_url = self.read_database_url and redacted(self.read_database_url)
         return (
             f"Settings(database_url={redacted(self.database_url)!r}, "
             f"kafka_bootstrap={self.kafka_bootstrap!r}, topic_prefix={self.topic_prefix!r}, "
-            f"database_schema={self.database_schema!r}, kafka_security={self.kafka_security!r})"
+            f"database_schema={self.database_schema!r}, kafka_security={self.kafka_security!r}, "
+            f"read_database_url={read_url!r}, reading={self.reading!r})"
         )
 
     @classmethod
     def from_env(cls) -> Settings:
         """The configured services, or the local ones that `make up` starts."""
         settings = cls(
-            database_url=os.environ.get("GROUPBUY_DATABASE_URL") or LocalPostgres.from_env().url,
+            database_url=os.environ.get(DATABASE_VARIABLE) or LocalPostgres.from_env().url,
             kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP")
             or LocalKafka.from_env().bootstrap,
             topic_prefix=os.environ.get("GROUPBUY_TOPIC_PREFIX", ""),
             # Lets several installations (or test runs) share one database.
             database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
             kafka_security=KafkaSecurity.from_env(),
+            read_database_url=os.environ.get(READ_DATABASE_VARIABLE) or None,
         )
-        database_parameters(settings.database_url)  # a malformed URL is named before any use
+        # A malformed URL is named before any use.
+        database_parameters(settings.database_url)
+        if settings.read_database_url:
+            database_parameters(settings.read_database_url, READ_DATABASE_VARIABLE)
         return settings
+
+    def for_reading(self) -> Settings:
+        """These settings as a reader uses them: on GROUPBUY_READ_DATABASE_URL when set, so
+        that reports and public reads leave the primary to the writers."""
+        if not self.read_database_url:
+            return self
+        return replace(self, database_url=self.read_database_url, reading=True)
+
+    @property
+    def database_variable(self) -> str:
+        """The variable database_url came from, for errors a person can act on."""
+        return READ_DATABASE_VARIABLE if self.reading else DATABASE_VARIABLE
 
     @property
     def postgres_conninfo(self) -> str:
@@ -185,12 +210,15 @@ class Settings:
 
     def as_env(self) -> dict[str, str]:
         """These settings as the GROUPBUY_* variables a child process reads."""
-        return {
+        values = {
             "GROUPBUY_DATABASE_URL": self.database_url,
             "GROUPBUY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "GROUPBUY_TOPIC_PREFIX": self.topic_prefix,
             "GROUPBUY_DATABASE_SCHEMA": self.database_schema,
-        } | self.kafka_security.as_env()
+        }
+        if self.read_database_url:
+            values[READ_DATABASE_VARIABLE] = self.read_database_url
+        return values | self.kafka_security.as_env()
 
 
 def postgres_conninfo(database_url: str) -> str:
@@ -208,21 +236,22 @@ def postgres_conninfo(database_url: str) -> str:
     return make_conninfo(database_url, **added)
 
 
-def database_parameters(database_url: str) -> dict[str, str]:
-    """The libpq parameters of GROUPBUY_DATABASE_URL; an error that never shows the password."""
+def database_parameters(database_url: str, variable: str = DATABASE_VARIABLE) -> dict[str, str]:
+    """The libpq parameters of `database_url`; an error naming `variable` (where the URL
+    came from) that never shows the password."""
     try:
         parameters = {k: str(v) for k, v in conninfo_to_dict(database_url).items()}
     except psycopg.ProgrammingError:
         # libpq's own message quotes the string it could not parse, password and all.
         raise ConfigurationError(
-            "GROUPBUY_DATABASE_URL must be a PostgreSQL URL "
+            f"{variable} must be a PostgreSQL URL "
             "(postgresql://user:password@host:port/database) or key=value conninfo "
             f"(host=... dbname=...), got {redacted(database_url)!r}"
         ) from None
     ports = parameters.get("port", "")
     if not all(port.strip().isdigit() for port in ports.split(",") if ports):
         raise ConfigurationError(
-            f"GROUPBUY_DATABASE_URL names port {ports!r}, not a number: {redacted(database_url)!r}"
+            f"{variable} names port {ports!r}, not a number: {redacted(database_url)!r}"
         )
     return parameters
 
@@ -313,6 +342,7 @@ def effective(settings: Settings) -> dict[str, str]:
     """What a service runs with, as its variables, secrets masked: a start's first log."""
     env = settings.as_env() | {
         "GROUPBUY_DATABASE_URL": redacted(settings.database_url),
+        READ_DATABASE_VARIABLE: redacted(settings.read_database_url or ""),
         "GROUPBUY_METRICS_PORT": "off" if (port := metrics_port()) is None else str(port),
         "GROUPBUY_TOPIC_PARTITIONS": os.environ.get("GROUPBUY_TOPIC_PARTITIONS", "8"),
         "GROUPBUY_READY_MAX_LAG": str(ready_max_lag()),

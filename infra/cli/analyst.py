@@ -86,7 +86,7 @@ def add_commands(commands: Any) -> None:
 
 def show_history(settings: Settings, arguments: argparse.Namespace) -> int:
     at = instant_argument("--at", arguments.at)
-    with event_store(settings, read_only=True) as app:
+    with event_store(settings.for_reading(), read_only=True) as app:
         events = campaign_events(app, arguments.campaign_id)
     try:
         state = state_at(arguments.campaign_id, events, at)
@@ -111,7 +111,7 @@ def history_table(view: dict[str, Any]) -> Table:
 
 def show_whatif(settings: Settings, arguments: argparse.Namespace) -> int:
     changes = json_file(arguments.pricing)
-    with event_store(settings, read_only=True) as app:
+    with event_store(settings.for_reading(), read_only=True) as app:
         events = campaign_events(app, arguments.campaign_id)
     try:
         comparison = compare(events, changes, datetime.now(UTC))
@@ -155,7 +155,7 @@ def difference(real: Any, whatif: Any) -> str:
 def show_demand(settings: Settings, arguments: argparse.Namespace) -> int:
     if arguments.png:
         require_extra("matplotlib", "analyst", "groupbuy demand --png")
-    with event_store(settings, read_only=True) as app:
+    with event_store(settings.for_reading(), read_only=True) as app:
         campaign = fold(campaign_events(app, arguments.campaign_id))
     assert campaign is not None
     curve = demand_curve(campaign)

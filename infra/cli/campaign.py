@@ -153,7 +153,7 @@ def _done(arguments: argparse.Namespace, what: str, campaign: Campaign) -> int:
 
 
 def show_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
-    with read_models(settings) as conn:
+    with read_models(settings.for_reading()) as conn:
         view = queries.campaign(
             conn, ReadModelTables(settings.database_schema), arguments.campaign_id
         )
@@ -177,6 +177,7 @@ def watch_campaign(settings: Settings, arguments: argparse.Namespace) -> int:
     tables = ReadModelTables(settings.database_schema)
     console = Console()
     live = console.is_terminal and not arguments.json
+    # On the primary, replica or not: a standby cannot LISTEN.
     with read_models(settings) as conn, read_models(settings) as listener:
         listener.execute(SQL("LISTEN {}").format(Identifier(tables.channel)))
         view = queries.campaign(conn, tables, arguments.campaign_id)
@@ -243,7 +244,7 @@ SHOWN = (
 
 
 def list_campaigns(settings: Settings, arguments: argparse.Namespace) -> int:
-    with read_models(settings) as conn:
+    with read_models(settings.for_reading()) as conn:
         rows = queries.campaigns(conn, ReadModelTables(settings.database_schema), arguments.status)
     if arguments.json:
         print(json.dumps(rows, indent=2))

@@ -19,7 +19,8 @@ from domain.application import GroupBuying
 from domain.campaign import Campaign
 from domain.timefmt import parse_instant
 from infra.adapters.app import ensure_schema, open_app
-from infra.settings import Settings, database_address
+from infra.adapters.replica import replica_lag
+from infra.settings import READ_DATABASE_VARIABLE, Settings, database_address
 
 # Exit codes scripts can rely on (argparse's usage errors exit with 2).
 INVALID = 1  # bad input: a file, a field, a time, a setting
@@ -28,6 +29,7 @@ UNREACHABLE = 3  # a service (PostgreSQL, Kafka) did not answer
 NOT_FOUND = 4  # no such campaign
 REFUSED = 5  # the campaign's state forbids it: closed, or already open differently
 DIFFERENT = 6  # `groupbuy replay --verify` found rebuilt and live read models differ
+NOTED_LAG = 1.0  # seconds a replica may be behind before its readers are told
 
 EXIT_CODES = (
     f"exit codes: 0 done, {INVALID} bad input, 2 bad usage, {UNREACHABLE} a service "
@@ -46,12 +48,27 @@ class CommandError(Exception):
 
 
 def connect_postgres(settings: Settings, **options: Any) -> psycopg.Connection[Any]:
-    """A connection to the configured database, or an error naming its address."""
+    """A connection to the configured database, or an error naming its address; on a
+    replica (`Settings.for_reading`), a note on stderr when it is behind."""
     try:
-        return psycopg.connect(settings.postgres_conninfo, **options)
+        conn = psycopg.connect(settings.postgres_conninfo, **options)
     except psycopg.OperationalError as error:
         reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise unreachable("PostgreSQL", postgres_address(settings), reason) from None
+        raise unreachable(
+            "PostgreSQL", postgres_address(settings), reason, settings.database_variable
+        ) from None
+    if settings.reading:
+        note_replica_lag(conn, settings.database_variable)
+    return conn
+
+
+def note_replica_lag(conn: psycopg.Connection[Any], variable: str) -> None:
+    """Tell the person reading when the replica is behind or has lost its primary: what
+    they see may be older than what the writers have done."""
+    lag = replica_lag(conn)
+    conn.rollback()  # ends the transaction the query began, if any: the caller's are its own
+    if lag is not None and (lag.seconds > NOTED_LAG or not lag.streaming):
+        print(lag.note(variable), file=sys.stderr)
 
 
 def require_postgres(settings: Settings) -> None:
@@ -82,13 +99,16 @@ def require_kafka(settings: Settings) -> None:
             return
         except (OSError, ValueError) as error:
             reasons.append(f"{server}: {error}" if len(servers) > 1 else str(error))
-    raise unreachable("Kafka", settings.kafka_bootstrap, "; ".join(reasons))
+    raise unreachable(
+        "Kafka", settings.kafka_bootstrap, "; ".join(reasons), "GROUPBUY_KAFKA_BOOTSTRAP"
+    )
 
 
-def unreachable(service: str, address: str, reason: str) -> CommandError:
-    variable = "GROUPBUY_DATABASE_URL" if service == "PostgreSQL" else "GROUPBUY_KAFKA_BOOTSTRAP"
+def unreachable(service: str, address: str, reason: str, variable: str) -> CommandError:
+    """`service`, configured by `variable`, did not answer at `address` for `reason`."""
+    up = "GROUPBUY_PG_REPLICA=1 make up" if variable == READ_DATABASE_VARIABLE else "make up"
     return CommandError(
-        f"cannot reach {service} at {address}: {reason} (check {variable}, or run `make up`)",
+        f"cannot reach {service} at {address}: {reason} (check {variable}, or run `{up}`)",
         UNREACHABLE,
     )
 

@@ -72,7 +72,7 @@ def export_events(settings: Settings, arguments: argparse.Namespace) -> int:
     out = Path(arguments.out)
     if out.is_dir():
         raise CommandError(f"--out {out} is a directory; give a file name")
-    with event_store(settings, read_only=True) as app:
+    with event_store(settings.for_reading(), read_only=True) as app:
         only = None
         if arguments.campaign:
             campaign_events(app, arguments.campaign)  # an unknown id is an error, not 0 rows
