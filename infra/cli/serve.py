@@ -36,6 +36,8 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
             INVALID,
         ) from None
     require_postgres(settings)  # an unreachable database is named at once
+    if settings.read_database_url:
+        require_postgres(settings.for_reading())  # and the replica the public reads come from
     logs.configure("serve")  # GROUPBUY_LOG_FORMAT and _LEVEL, uvicorn's lines too
     logs.log_configuration("serve", settings)
     uvicorn.run(

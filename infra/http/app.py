@@ -3,6 +3,12 @@
 Money is a decimal string and an instant RFC 3339 in UTC, as on the topics. Every read
 answers with an `ETag` (a hash of the body) and `Cache-Control`, so that a storefront's CDN
 can cache it, and a client that sends the ETag back in `If-None-Match` gets `304`.
+
+With GROUPBUY_READ_DATABASE_URL, the campaign list, price histories and demand curves are
+read from that replica, and say how far behind it is (`Groupbuy-Replica-Lag`). The live
+figures (one campaign, the streams) stay on the primary: they are read again on its
+notifications and kept until the next, so a replica's older copy would be kept too. The
+sites' and operators' endpoints stay there as well: they read what they have just written.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from analysis.fold import fold
 from domain.campaign import Campaign
 from infra.adapters import kafka_clients, metrics
 from infra.adapters.app import open_app
+from infra.adapters.replica import ReplicaLag, replica_lag
 from infra.http.live import EVERY, Frame, LiveFeed
 from infra.http.operators import Domain, operator_routes
 from infra.http.sites import site_routes
@@ -57,6 +64,7 @@ PAGES = {
     "/widget.html": "widget.html",
 }
 PAGE_CACHE = "public, max-age=300"
+LAG_HEADER, STREAMING_HEADER = "Groupbuy-Replica-Lag", "Groupbuy-Replica-Streaming"
 
 
 class Status(StrEnum):
@@ -69,14 +77,11 @@ class Status(StrEnum):
 def create_app(settings: Settings) -> FastAPI:
     """The application over the read models of `settings`' schema."""
     tables = ReadModelTables(settings.database_schema)
-    pool = ConnectionPool(
-        settings.postgres_conninfo,
-        min_size=1,
-        max_size=4,
-        kwargs={"autocommit": True},
-        open=False,
-        name="groupbuy-http",
-    )
+    reading = settings.for_reading()
+    on_replica = reading is not settings
+    pool = connection_pool(settings, "groupbuy-http")
+    read_pool = connection_pool(reading, "groupbuy-http-reads") if on_replica else pool
+    pools = [pool, read_pool] if on_replica else [pool]
 
     def read_live(campaign_id: str) -> Frame | None:
         with pool.connection(timeout=POOL_TIMEOUT) as conn:
@@ -85,6 +90,10 @@ def create_app(settings: Settings) -> FastAPI:
     feed = LiveFeed(settings.postgres_conninfo, tables.channel, read_live)
     # The event store, read only (the demand curve): it connects at the first read.
     store = open_app(settings, CREATE_TABLE="n", POSTGRES_POOL_SIZE="2")
+    read_store = (
+        open_app(reading, CREATE_TABLE="n", POSTGRES_POOL_SIZE="2") if on_replica else store
+    )
+    stores = [store, read_store] if on_replica else [store]
     domain = Domain(settings)  # the operators' writes
     producers: list[KafkaProducer] = []  # made at the first order: Kafka may come up later
     making = threading.Lock()
@@ -105,29 +114,47 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool.open(wait=False)
+        for opening in pools:
+            opening.open(wait=False)
         listening = asyncio.create_task(feed.listen(), name="groupbuy-live")
         try:
             yield
         finally:
             await feed.stop()
             listening.cancel()
-            pool.close()
-            store.close()
+            for closing in pools:
+                closing.close()
+            for closing_store in stores:
+                closing_store.close()
             domain.close()
             for producer in producers:
                 producer.close(timeout=5)
 
     @contextmanager
-    def connection() -> Iterator[psycopg.Connection[Any]]:
+    def connection(lent: ConnectionPool = pool) -> Iterator[psycopg.Connection[Any]]:
         try:
-            with pool.connection(timeout=POOL_TIMEOUT) as conn:
+            with lent.connection(timeout=POOL_TIMEOUT) as conn:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as error:
             raise HTTPException(503, "the database cannot be reached") from error
         except psycopg.errors.UndefinedTable as error:
             # The projector makes the read models when it first starts.
             raise HTTPException(503, "the read models are not made yet") from error
+
+    @contextmanager
+    def read(headers: dict[str, str]) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for a public read; on a replica, its lag is put in `headers`."""
+        with connection(read_pool) as conn:
+            yield conn
+            if on_replica:
+                headers |= lag_headers(replica_lag(conn))
+
+    def lag_now() -> dict[str, str]:
+        """The lag headers of the replica, read before an answer from its event store."""
+        if not on_replica:
+            return {}
+        with connection(read_pool) as conn:
+            return lag_headers(replica_lag(conn))
 
     app = FastAPI(
         title="groupbuy",
@@ -169,7 +196,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(site_routes(settings, connection, publish, rejection))
     app.include_router(operator_routes(settings, connection, domain))
     # Public reads may be made from any storefront's pages (the widget): no credentials.
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET"],
+        expose_headers=[LAG_HEADER, STREAMING_HEADER],
+    )
     for path, name in PAGES.items():
         app.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
 
@@ -185,25 +217,22 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"])
     def readyz(response: Response) -> dict[str, str]:
-        """The database answers and the read models exist: 200, else 503 saying which."""
-        try:
-            with pool.connection(timeout=POOL_TIMEOUT) as conn:
-                name = tables.campaigns.as_string(conn)
-                made = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
-        except (PoolTimeout, psycopg.Error):
-            response.status_code = 503
-            return {"status": "the database cannot be reached"}
-        if made is None or made[0] is None:
-            response.status_code = 503
-            return {"status": "the read models are not made yet"}
+        """The database (and the replica read from, if any) answers and the read models
+        exist: 200, else 503 saying which."""
+        for lent, where in zip(pools, ("", " (GROUPBUY_READ_DATABASE_URL)"), strict=False):
+            status = readiness(lent, tables, where)
+            if status != "ready":
+                response.status_code = 503
+                return {"status": status}
         return {"status": "ready"}
 
     @app.get("/v1/campaigns", tags=["campaigns"])
     def list_campaigns(request: Request, status: Status | None = None) -> Response:
         """Every campaign (or those of one status), soonest deadline first."""
-        with connection() as conn:
+        headers: dict[str, str] = {}
+        with read(headers) as conn:
             found = queries.campaigns(conn, tables, status.value if status else None)
-        return cached(request, {"campaigns": found})
+        return cached(request, {"campaigns": found}, headers)
 
     @app.get("/v1/campaigns/{campaign_id}", tags=["campaigns"])
     async def one_campaign(request: Request, campaign_id: str) -> Response:
@@ -223,25 +252,27 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/campaigns/{campaign_id}/prices", tags=["campaigns"])
     def prices(request: Request, campaign_id: str) -> Response:
         """Each price the campaign showed, with the units committed then, oldest first."""
-        with connection() as conn:
+        headers: dict[str, str] = {}
+        with read(headers) as conn:
             if queries.campaign(conn, tables, campaign_id) is None:
                 raise HTTPException(404, f"no campaign {campaign_id!r}")
             history = queries.price_history(conn, tables, campaign_id)
-        return cached(request, {"campaign_id": campaign_id, "prices": history})
+        return cached(request, {"campaign_id": campaign_id, "prices": history}, headers)
 
     @app.get("/v1/campaigns/{campaign_id}/demand", tags=["campaigns"])
     def demand(request: Request, campaign_id: str) -> Response:
         """The demand curve, from the event store: the standing units at each maximum price
         the buyers gave, how many would pay at least it, and the price the group clears at
         (what `groupbuy demand --json` prints). A supplier sizes a pre-series with it."""
+        headers = lag_now()  # first: the events read after are at least this fresh
         try:
-            events = list(store.events.get(Campaign.create_id(campaign_id)))
+            events = list(read_store.events.get(Campaign.create_id(campaign_id)))
         except PersistenceError as error:
             raise HTTPException(503, "the event store cannot be read") from error
         campaign = fold(events)
         if campaign is None:
             raise HTTPException(404, f"no campaign {campaign_id!r}")
-        return cached(request, demand_curve(campaign).to_json_dict())
+        return cached(request, demand_curve(campaign).to_json_dict(), headers)
 
     @app.get(
         "/v1/campaigns/{campaign_id}/live",
@@ -357,10 +388,48 @@ def encoded(body: Any) -> Encoded:
     return Encoded(content, '"' + hashlib.sha256(content).hexdigest()[:32] + '"')
 
 
-def cached(request: Request, body: Any) -> Response:
-    """`body` as JSON with its ETag; `304` when the client holds that version already."""
+def connection_pool(settings: Settings, name: str) -> ConnectionPool:
+    """A pool of autocommit connections to `settings`' database, opened with the app."""
+    return ConnectionPool(
+        settings.postgres_conninfo,
+        min_size=1,
+        max_size=4,
+        kwargs={"autocommit": True},
+        open=False,
+        name=name,
+    )
+
+
+def readiness(pool: ConnectionPool, tables: ReadModelTables, where: str) -> str:
+    """`ready` when the database of `pool` answers and holds the read models, else why
+    not; `where` says which database, when there are two."""
+    try:
+        with pool.connection(timeout=POOL_TIMEOUT) as conn:
+            name = tables.campaigns.as_string(conn)
+            made = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+    except (PoolTimeout, psycopg.Error):
+        return f"the database{where} cannot be reached"
+    if made is None or made[0] is None:
+        return f"the read models are not made yet{where}"
+    return "ready"
+
+
+def lag_headers(lag: ReplicaLag | None) -> dict[str, str]:
+    """How stale an answer read from a replica may be: its lag in seconds, and whether it
+    streams from its primary at all; nothing from a primary."""
+    if lag is None:
+        return {}
+    headers = {LAG_HEADER: f"{lag.seconds:.1f}"}
+    if not lag.streaming:
+        headers[STREAMING_HEADER] = "no"
+    return headers
+
+
+def cached(request: Request, body: Any, extra: dict[str, str] | None = None) -> Response:
+    """`body` as JSON with its ETag (and the `extra` headers); `304` when the client holds
+    that version already."""
     content, etag = astuple(body if isinstance(body, Encoded) else encoded(body))
-    headers = {"ETag": etag, "Cache-Control": LIVE}
+    headers = {"ETag": etag, "Cache-Control": LIVE} | (extra or {})
     if etag in _tags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
     return Response(content, media_type="application/json", headers=headers)
