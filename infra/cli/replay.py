@@ -11,17 +11,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infra.adapters.app import open_app
+from infra.adapters.replica import current_lsn, wait_for_replay
 from infra.adapters.topics import Topics
 from infra.cli.common import (
     DIFFERENT,
     EXIT_CODES,
     INVALID,
+    UNREACHABLE,
     CommandError,
     connect_postgres,
     positive,
+    postgres_address,
     require_kafka,
+    require_postgres,
 )
-from infra.replay.compare import compare
+from infra.replay.compare import Comparison, compare
 from infra.replay.from_kafka import rebuild_from_kafka
 from infra.replay.from_store import rebuild_from_store
 from infra.replay.rebuilt import Rebuilt, fresh_tables
@@ -30,6 +34,7 @@ from infra.settings import Settings
 from projections.read_models import ReadModelTables
 
 SHOWN_DIFFERENCES = 50
+REPLAY_WAIT = 60.0  # seconds a replica has to replay the rebuilt read models before --verify
 
 
 def add_command(commands: Any) -> None:
@@ -70,6 +75,8 @@ def run_replay(settings: Settings, arguments: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if arguments.source == "kafka":
         require_kafka(settings)
+    if arguments.source == "store" or arguments.verify:
+        require_postgres(settings.for_reading())  # a replica read from is named at once
     with connect_postgres(settings, autocommit=True) as conn:
         app = open_app(settings)
         try:
@@ -97,7 +104,7 @@ def run_replay(settings: Settings, arguments: argparse.Namespace) -> int:
             if rebuilt.unreadable:
                 outcome["unreadable"] = rebuilt.unreadable
             if arguments.verify:
-                comparison = compare(conn, live, tables)
+                comparison = _compare(settings, conn, live, tables)
                 outcome |= {
                     "campaigns_compared": comparison.compared,
                     "campaigns_skipped": comparison.skipped,
@@ -126,6 +133,27 @@ def _rebuild(
         return rebuild_from_kafka(settings, topic, conn, tables, progress)
     except LookupError as error:
         raise CommandError(f"{error}: is GROUPBUY_TOPIC_PREFIX right?", INVALID) from None
+
+
+def _compare(
+    settings: Settings, conn: Any, live: ReadModelTables, rebuilt: ReadModelTables
+) -> Comparison:
+    """The live and rebuilt read models compared, on the replica when there is one: the
+    rebuilt tables, written on the primary, reach it too, and once it has replayed them
+    the comparison's scans of both sets run there."""
+    reading = settings.for_reading()
+    if not reading.reading:
+        return compare(conn, live, rebuilt)
+    written = current_lsn(conn)
+    with connect_postgres(reading, autocommit=True) as replica:
+        if not wait_for_replay(replica, written, REPLAY_WAIT):
+            raise CommandError(
+                f"the replica at {postgres_address(reading)} has not replayed the rebuilt "
+                f"read models within {REPLAY_WAIT:.0f} s: run again once it has caught up, or "
+                f"unset {reading.database_variable} to compare on the primary",
+                UNREACHABLE,
+            )
+        return compare(replica, live, rebuilt)
 
 
 def _report(console: Console, outcome: dict[str, Any], as_json: bool) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from domain.application import GroupBuying
 from infra.adapters.app import open_app
 from infra.replay.rebuilt import Progress, Rebuilt
 from infra.replay.stored_events import StoredEvents
@@ -27,11 +28,12 @@ def rebuild_from_store(
     """Every stored event, folded into `tables` (created here, in a schema that must exist).
 
     With several `workers`, each is a process of its own folding a share of the campaigns
-    (a campaign's events all go to one), so that the decoding runs on every core.
+    (a campaign's events all go to one), so that the decoding runs on every core. The events
+    are read from GROUPBUY_READ_DATABASE_URL when set; `tables` are written on the primary.
     """
     with conn.transaction():
         conn.execute(tables.create_statement())
-    app = open_app(settings)
+    app = _stored(settings)
     try:
         last = StoredEvents(app).last_notification_id()
     finally:
@@ -43,6 +45,13 @@ def rebuild_from_store(
     events, applied = (sum(counts) for counts in zip(*done, strict=True))
     progress(events, events)
     return Rebuilt(tables, "store", events, applied, last_notification_id=last)
+
+
+def _stored(settings: Settings) -> GroupBuying:
+    """The event store the rebuild reads: the replica's when there is one, which takes the
+    reading of the whole history off the primary. A replica is read as it is, made no table."""
+    reading = settings.for_reading()
+    return open_app(reading, CREATE_TABLE="n") if reading.reading else open_app(settings)
 
 
 class _Counter:
@@ -64,7 +73,7 @@ def _fold_share(
     report: Callable[[int], None],
 ) -> tuple[int, int]:
     """Fold one share of the campaigns' events up to `upto`; (events read, events applied)."""
-    app = open_app(settings)
+    app = _stored(settings)
     try:
         events = StoredEvents(app, share)
         endings = Endings()  # a first, short pass: each commitment is then written once
