@@ -63,3 +63,6 @@ class LocalPostgresReplica(LocalPostgres):
         self._as_owner(backup, "copying the primary with pg_basebackup")
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(f"port = {self.port}\n")  # after the primary's own, so it wins
+            # The primary keeps the rows a long read here still sees (an export, a replay's
+            # fold), rather than its cleanup cancelling that read on the replica.
+            conf.write("hot_standby_feedback = on\n")
