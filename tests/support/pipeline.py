@@ -47,9 +47,13 @@ def running(service: Service, settings: Settings) -> Iterator[threading.Event]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of a groupbuy child process: this one's, with `settings` in place of
-    whatever GROUPBUY_* variables it has (Kafka's security ones dropped first, since
-    `settings` may say plain text, which sets none of them)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GROUPBUY_KAFKA_")}
+    whatever GROUPBUY_* variables it has (Kafka's security ones and the read replica's
+    dropped first, since `settings` may have none: a test that just wrote reads it back)."""
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GROUPBUY_KAFKA_") and k != "GROUPBUY_READ_DATABASE_URL"
+    }
     return inherited | settings.as_env()
 
 
