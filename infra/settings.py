@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra.local.kafka import LocalKafka
+from infra.local.common import LauncherError
+from infra.local.kafka_cluster import local_kafka_bootstrap
 from infra.local.postgres import LocalPostgres
 
 # What each PostgreSQL connection gets unless GROUPBUY_DATABASE_URL says otherwise. A server
@@ -168,8 +169,7 @@ class Settings:
         """The configured services, or the local ones that `make up` starts."""
         settings = cls(
             database_url=os.environ.get("GROUPBUY_DATABASE_URL") or LocalPostgres.from_env().url,
-            kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP")
-            or LocalKafka.from_env().bootstrap,
+            kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP") or local_bootstrap(),
             topic_prefix=os.environ.get("GROUPBUY_TOPIC_PREFIX", ""),
             # Lets several installations (or test runs) share one database.
             database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
@@ -191,6 +191,14 @@ class Settings:
             "GROUPBUY_TOPIC_PREFIX": self.topic_prefix,
             "GROUPBUY_DATABASE_SCHEMA": self.database_schema,
         } | self.kafka_security.as_env()
+
+
+def local_bootstrap() -> str:
+    """The Kafka that `make up` starts: one broker, or GROUPBUY_KAFKA_NODES of them."""
+    try:
+        return local_kafka_bootstrap()
+    except LauncherError as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def postgres_conninfo(database_url: str) -> str:
