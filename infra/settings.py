@@ -323,6 +323,7 @@ def effective(settings: Settings) -> dict[str, str]:
         "GROUPBUY_DATABASE_URL": redacted(settings.database_url),
         "GROUPBUY_METRICS_PORT": "off" if (port := metrics_port()) is None else str(port),
         "GROUPBUY_TOPIC_PARTITIONS": os.environ.get("GROUPBUY_TOPIC_PARTITIONS", "8"),
+        "GROUPBUY_TOPIC_REPLICATION": os.environ.get("GROUPBUY_TOPIC_REPLICATION", ""),
         "GROUPBUY_READY_MAX_LAG": str(ready_max_lag()),
         "GROUPBUY_LOG_FORMAT": log_format(),
         "GROUPBUY_LOG_LEVEL": log_level(),
