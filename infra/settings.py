@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra.local.kafka import LocalKafka
+from infra.local.common import LauncherError
+from infra.local.kafka_cluster import local_kafka_bootstrap
 from infra.local.postgres import LocalPostgres
 
 # What each PostgreSQL connection gets unless GROUPBUY_DATABASE_URL says otherwise. A server
@@ -177,8 +178,7 @@ class Settings:
         """The configured services, or the local ones that `make up` starts."""
         settings = cls(
             database_url=os.environ.get(DATABASE_VARIABLE) or LocalPostgres.from_env().url,
-            kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP")
-            or LocalKafka.from_env().bootstrap,
+            kafka_bootstrap=os.environ.get("GROUPBUY_KAFKA_BOOTSTRAP") or local_bootstrap(),
             topic_prefix=os.environ.get("GROUPBUY_TOPIC_PREFIX", ""),
             # Lets several installations (or test runs) share one database.
             database_schema=os.environ.get("GROUPBUY_DATABASE_SCHEMA", "public"),
@@ -219,6 +219,14 @@ class Settings:
         if self.read_database_url:
             values[READ_DATABASE_VARIABLE] = self.read_database_url
         return values | self.kafka_security.as_env()
+
+
+def local_bootstrap() -> str:
+    """The Kafka that `make up` starts: one broker, or GROUPBUY_KAFKA_NODES of them."""
+    try:
+        return local_kafka_bootstrap()
+    except LauncherError as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def postgres_conninfo(database_url: str) -> str:
@@ -345,6 +353,7 @@ def effective(settings: Settings) -> dict[str, str]:
         READ_DATABASE_VARIABLE: redacted(settings.read_database_url or ""),
         "GROUPBUY_METRICS_PORT": "off" if (port := metrics_port()) is None else str(port),
         "GROUPBUY_TOPIC_PARTITIONS": os.environ.get("GROUPBUY_TOPIC_PARTITIONS", "8"),
+        "GROUPBUY_TOPIC_REPLICATION": os.environ.get("GROUPBUY_TOPIC_REPLICATION", ""),
         "GROUPBUY_READY_MAX_LAG": str(ready_max_lag()),
         "GROUPBUY_LOG_FORMAT": log_format(),
         "GROUPBUY_LOG_LEVEL": log_level(),

@@ -18,7 +18,12 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from infra.adapters.kafka_joins import keep_finished_joins
-from infra.adapters.topics import SETTLEMENT_MAX_BYTES, Topics
+from infra.adapters.topics import (
+    SETTLEMENT_MAX_BYTES,
+    Topics,
+    durability,
+    replication_from_env,
+)
 from infra.settings import Settings
 
 keep_finished_joins()  # before any consumer joins a group
@@ -133,12 +138,18 @@ def ensure_topics(settings: Settings, names: list[str]) -> None:
 
 
 def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) -> None:
-    """Create the missing topics among `names`, with their settings (`Topics.configs`)."""
+    """Create the missing topics among `names`, with their settings (`Topics.configs`) and
+    replicas (GROUPBUY_TOPIC_REPLICATION, `durability`)."""
+    replication = replication_from_env(len(client.describe_cluster()["brokers"]))
+
+    def configs(name: str) -> dict[str, str]:
+        return topics.configs(name) | durability(replication)
+
     wanted = {
         name: {
             "num_partitions": topics.partitions(name),
-            "replication_factor": -1,
-            "configs": topics.configs(name),
+            "replication_factor": replication,
+            "configs": configs(name),
         }
         for name in names
     }
@@ -151,7 +162,8 @@ def create_topics(client: KafkaAdminClient, topics: Topics, names: list[str]) ->
     if timed := [name for name in names if topics.is_site_orders(name)]:
         # A topic made earlier by hand may time orders by the sites' clocks: correct it.
         resources = [
-            ConfigResource(ConfigResourceType.TOPIC, name, configs=topics.configs(name))
+            # Not incremental: every setting of the topic is said again.
+            ConfigResource(ConfigResourceType.TOPIC, name, configs=configs(name))
             for name in timed
         ]
         client.alter_configs(resources, raise_on_unknown=False)

@@ -129,6 +129,29 @@ class Topics:
         return self.site_of_orders(name) is not None
 
 
+def replication_from_env(brokers: int) -> int:
+    """`GROUPBUY_TOPIC_REPLICATION`: on how many brokers each partition of a topic groupbuy
+    creates is kept; by default 3 on a cluster of three brokers or more, else 1."""
+    raw = os.environ.get("GROUPBUY_TOPIC_REPLICATION", "").strip()
+    if not raw:
+        return 3 if brokers >= 3 else 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"GROUPBUY_TOPIC_REPLICATION must be a whole number >= 1, got {raw!r}")
+    if int(raw) > brokers:
+        raise ValueError(
+            f"GROUPBUY_TOPIC_REPLICATION is {raw}, but the Kafka cluster has {brokers} "
+            f"broker{'s' if brokers > 1 else ''}: a partition cannot have more replicas"
+        )
+    return int(raw)
+
+
+def durability(replication: int) -> dict[str, str]:
+    """A topic's settings for `replication` replicas: with three or more, a write with
+    `acks=all` counts once two replicas hold it, so one broker may be lost without losing
+    an acknowledged record or refusing new ones."""
+    return {"min.insync.replicas": "2" if replication >= 3 else "1"}
+
+
 def partitions_from_env() -> int:
     raw = os.environ.get("GROUPBUY_TOPIC_PARTITIONS", "8")
     if not raw.isdigit() or int(raw) < 1:

@@ -9,6 +9,7 @@ import sys
 
 from infra.local.common import LauncherError
 from infra.local.kafka import LocalKafka
+from infra.local.kafka_cluster import LocalKafkaCluster, kafka_nodes
 from infra.local.postgres import LocalPostgres
 from infra.local.postgres_replica import LocalPostgresReplica
 from infra.local.secure_kafka import LocalSecureKafka
@@ -21,7 +22,8 @@ READ_DATABASE_VAR = "GROUPBUY_READ_DATABASE_URL"
 def up() -> None:
     """Start what is not configured; print `export` lines for `eval "$(make -s up)"`. With
     GROUPBUY_SECURE=1, the broker is the secured one, and the exports say how to reach it;
-    with GROUPBUY_PG_REPLICA=1, readers are pointed at a replica of the database."""
+    with GROUPBUY_KAFKA_NODES=3, a cluster of three, and the bootstrap names them all; with
+    GROUPBUY_PG_REPLICA=1, readers are pointed at a replica of the database."""
     values = {KAFKA_VAR: os.environ.get(KAFKA_VAR), DATABASE_VAR: os.environ.get(DATABASE_VAR)}
     if not values[DATABASE_VAR]:
         postgres = LocalSecurePostgres.from_env() if secure() else LocalPostgres.from_env()
@@ -33,6 +35,10 @@ def up() -> None:
         secured = LocalSecureKafka.from_env()
         log(secured.start())
         values |= secured.exports()
+    elif not values[KAFKA_VAR] and kafka_nodes() > 1:
+        cluster = LocalKafkaCluster.from_env()
+        log(cluster.start())
+        values[KAFKA_VAR] = cluster.bootstrap
     elif not values[KAFKA_VAR]:
         kafka = LocalKafka.from_env()
         log(kafka.start())
@@ -56,17 +62,19 @@ def start_replica(database_url: str) -> str:
 
 
 def down() -> None:
-    # The replica before its primary: stopped after, it would log its lost primary.
-    for name, service in (
-        ("Kafka", LocalKafka.from_env()),
-        ("the secured Kafka", LocalSecureKafka.from_env()),
-        ("the PostgreSQL replica", LocalPostgresReplica.from_env()),
-        ("PostgreSQL", LocalPostgres.from_env()),
-        ("the PostgreSQL with TLS", LocalSecurePostgres.from_env()),
+    # The replica before its primary: stopped after, it would log its lost primary. Those
+    # started only on request are named only when they ran.
+    for name, service, always in (
+        ("Kafka", LocalKafka.from_env(), True),
+        ("the secured Kafka", LocalSecureKafka.from_env(), False),
+        ("the Kafka cluster", LocalKafkaCluster.from_env(max(3, kafka_nodes())), False),
+        ("the PostgreSQL replica", LocalPostgresReplica.from_env(), False),
+        ("PostgreSQL", LocalPostgres.from_env(), True),
+        ("the PostgreSQL with TLS", LocalSecurePostgres.from_env(), False),
     ):
         if service.stop():
             log(f"{name} stopped")
-        elif not isinstance(service, LocalSecureKafka | LocalSecurePostgres | LocalPostgresReplica):
+        elif always:
             log(f"{name} was not running")
 
 
@@ -76,6 +84,13 @@ def status() -> None:
     secured = LocalSecureKafka.from_env()
     if secured.is_running():
         log(f"the secured Kafka (SASL_SSL) at {secured.bootstrap}: running")
+    cluster = LocalKafkaCluster.from_env(max(3, kafka_nodes()))
+    running = [node for node in cluster.nodes if node.is_running()]
+    if running:
+        log(
+            f"the Kafka cluster: {len(running)} of {len(cluster.nodes)} nodes running at "
+            + ",".join(node.bootstrap for node in running)
+        )
     tls = LocalSecurePostgres.from_env()
     if tls.is_running():
         log(f"the PostgreSQL with TLS at {tls.url}: running")

@@ -57,6 +57,14 @@ BROKER_SETTINGS = {
 
 
 @dataclass(frozen=True)
+class Launch:
+    """A broker's JVM just started, and where its log stood before it."""
+
+    process: subprocess.Popen[bytes]
+    since: int
+
+
+@dataclass(frozen=True)
 class LocalKafka:
     port: int
     controller_port: int
@@ -82,6 +90,10 @@ class LocalKafka:
     def log_file(self) -> Path:
         return self.home / "kafka.log"
 
+    @property
+    def heap(self) -> str:
+        return HEAP
+
     def is_running(self) -> bool:
         return read_pid(self.pid_file) is not None and port_answers(self.port)
 
@@ -99,7 +111,7 @@ class LocalKafka:
         config = self._write_config()
         if not (self.home / "data" / "meta.properties").exists():
             self._format(libs, config)
-        self._launch(libs, config)
+        self._await(self._spawn(libs, config))
         return (
             f"Apache Kafka {kafka_version(libs)} started at {self.bootstrap} (log: {self.log_file})"
         )
@@ -124,28 +136,38 @@ class LocalKafka:
         }
 
     def _format(self, libs: Path, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         command = [*java_command(libs, self.home), "kafka.tools.StorageTool", "format"]
-        command += ["--cluster-id", cluster_id, "--config", str(config)]
+        command += ["--cluster-id", self._cluster_id(), "--config", str(config)]
         secret = self._format_secrets()
         # A command that carries a secret is not written to the log.
         log = None if secret else self.log_file
         run([*command, *secret], "formatting Kafka's storage", timeout=120, log=log)
 
+    def _cluster_id(self) -> str:
+        """The id its storage is formatted with: a new one for a broker of its own."""
+        return new_cluster_id()
+
     def _format_secrets(self) -> list[str]:
         """Arguments of the storage format that carry secrets (a secured broker's users)."""
         return []
 
-    def _launch(self, libs: Path, config: Path) -> None:
+    def _spawn(self, libs: Path, config: Path) -> Launch:
+        """Start the JVM, without waiting for it: the nodes of a cluster start together."""
+        since = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
-                [*java_command(libs, self.home), "kafka.Kafka", str(config)],
+                [*java_command(libs, self.home, self.heap), "kafka.Kafka", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives `make up`, like a daemon
             )
         self.pid_file.write_text(str(process.pid))
+        return Launch(process, since)
+
+    def _await(self, launch: Launch) -> None:
+        """Wait until the broker says it started; stop it and raise if it cannot."""
+        process = launch.process
 
         def failure() -> str | None:
             if process.poll() is None:
@@ -153,7 +175,11 @@ class LocalKafka:
             return f"Kafka exited with code {process.returncode}: {tail(self.log_file)}"
 
         def started() -> bool:
-            return port_answers(self.port) and STARTED in self.log_file.read_text(errors="replace")
+            # Only this start's lines: the log keeps those of the starts before it.
+            with self.log_file.open("rb") as log:
+                log.seek(launch.since)
+                said = log.read().decode(errors="replace")
+            return STARTED in said and port_answers(self.port)
 
         try:
             wait_until(started, timeout=120, failure=failure)
@@ -181,10 +207,14 @@ logger.appinfo.level = INFO
 """
 
 
-def java_command(libs: Path, home: Path) -> list[str]:
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def java_command(libs: Path, home: Path, heap: str = HEAP) -> list[str]:
     return [
         java_binary(),
-        f"-Xmx{HEAP}",
+        f"-Xmx{heap}",
         "-Xms128m",
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",

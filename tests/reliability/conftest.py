@@ -40,12 +40,17 @@ def private_services() -> Iterator[PrivateServices]:
 
 @pytest.fixture
 def private_settings(private_services: PrivateServices, unique: str) -> Settings:
+    return settings_on(private_services, unique)
+
+
+def settings_on(private: PrivateServices, unique: str) -> Settings:
+    """A test's settings on private services: a schema and a topic prefix of its own."""
     schema = f"test_{unique}"
-    with psycopg.connect(private_services.database_url, autocommit=True) as conn:
+    with psycopg.connect(private.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     return Settings(
-        database_url=private_services.database_url,
-        kafka_bootstrap=private_services.kafka_bootstrap,
+        database_url=private.database_url,
+        kafka_bootstrap=private.kafka_bootstrap,
         topic_prefix=f"test-{unique}.",
         database_schema=schema,
     )

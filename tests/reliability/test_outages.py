@@ -14,6 +14,7 @@ from infra.settings import Settings
 from tests.reliability.accounting import Figures, account
 from tests.support.faults import (
     SCALE,
+    Exit,
     OrderStream,
     PrivateServices,
     Scale,
@@ -72,9 +73,10 @@ def run_through(
     seed: int,
     logs: Path,
     report: Callable[[str], None],
-) -> None:
+) -> list[Exit]:
     """Stream orders, inject the fault once they flow through every service, then account
-    for everything; the supervisor restarts any service that exits and reports which did."""
+    for everything; the supervisor restarts any service that exits and reports which did.
+    Returns those exits."""
     ids = [f"out{n}-{unique}" for n in range(scale.campaigns)]
     # The fault comes about 6 s in; the campaigns close some seconds after it ends.
     first = 6 + fault_length + scale.after_outage
@@ -99,6 +101,7 @@ def run_through(
             f"{what}; {figures or stream.progress()}; {supervisor.summary()}; "
             f"{time.monotonic() - started:.0f} s"
         )
+    return supervisor.exits
 
 
 def test_the_broker_stopped_and_started_again_mid_stream_loses_nothing(

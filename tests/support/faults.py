@@ -28,6 +28,7 @@ from infra.adapters.app import open_app
 from infra.adapters.topics import Topics
 from infra.local.common import LOOPBACK
 from infra.local.kafka import LocalKafka
+from infra.local.kafka_cluster import LocalKafkaCluster
 from infra.local.postgres import LocalPostgres
 from infra.settings import Settings
 from tests.support.builders import SITES, campaign
@@ -53,6 +54,8 @@ class Scale:
     after_outage: float  # seconds of stream after an outage before the first deadline
     settle_timeout: float  # to close, settle and project everything after the stream
     test_timeout: float
+    leader_rounds: int  # kills of the busiest partition leader, then the controller leader
+    node_down: float  # seconds a killed Kafka node stays dead
 
 
 # `make test`: a few hundred orders, three kills, a 10 s freeze; about 20 to 60 s a test.
@@ -67,6 +70,8 @@ SHORT = Scale(
     after_outage=4,
     settle_timeout=90,
     test_timeout=240,
+    leader_rounds=1,
+    node_down=3,
 )
 # `make soak` (GROUPBUY_SOAK=1): thousands of orders, twenty kills, a minute's freeze.
 LONG = Scale(
@@ -80,6 +85,8 @@ LONG = Scale(
     after_outage=60,
     settle_timeout=240,
     test_timeout=900,
+    leader_rounds=5,
+    node_down=10,
 )
 SCALE = LONG if SOAK else SHORT
 
@@ -93,6 +100,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (a cluster's nodes listen on a run)."""
+    rng = random.Random()
+    while True:
+        first = rng.randrange(30_000, 60_000)
+        if all(bindable(port) for port in range(first, first + count)):
+            return first
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
 @dataclass
 class PrivateServices:
     """A Kafka broker and a PostgreSQL cluster of our own, started with infra/local's launcher.
@@ -101,22 +126,36 @@ class PrivateServices:
     """
 
     state: Path
+    kafka_nodes: int = 1  # above 1, a cluster (LocalKafkaCluster) of that many
     kafka_port: int = field(default_factory=free_port)
     controller_port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=lambda: free_ports(3))
+    cluster_controller_port: int = field(default_factory=lambda: free_ports(3))
     pg_port: int = field(default_factory=free_port)
     kafka_bootstrap: str = ""
     database_url: str = ""
 
     @classmethod
-    def create(cls) -> PrivateServices:
+    def create(cls, kafka_nodes: int = 1) -> PrivateServices:
         # Under /tmp, not pytest's 0700 folders: the postgres user must reach its data folder.
         state = Path(tempfile.mkdtemp(prefix="groupbuy-faults-", dir="/tmp"))
         state.chmod(0o755)
-        return cls(state)
+        return cls(state, kafka_nodes)
 
     @property
-    def kafka(self) -> LocalKafka:
+    def kafka(self) -> LocalKafka | LocalKafkaCluster:
+        if self.kafka_nodes > 1:
+            return self.cluster
         return LocalKafka(self.kafka_port, self.controller_port, self.state / "kafka")
+
+    @property
+    def cluster(self) -> LocalKafkaCluster:
+        return LocalKafkaCluster.at(
+            self.state / "kafka-cluster",
+            self.cluster_port,
+            self.cluster_controller_port,
+            self.kafka_nodes,
+        )
 
     @property
     def postgres(self) -> LocalPostgres:
@@ -166,6 +205,15 @@ class PrivateServices:
             shutil.rmtree(self.state, ignore_errors=True)
 
     def _launch(self, **env: str) -> dict[str, str]:
+        exports = {}
+        for line in self.launcher("up", **env).splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            exports[name] = value.strip("'")
+        return exports
+
+    def launcher(self, command: str, **env: str) -> str:
+        """Run `python -m infra.local COMMAND` on these services; its stdout, or its stderr
+        for `status` and `down`, which print there."""
         environment = {
             key: value
             for key, value in os.environ.items()
@@ -176,22 +224,22 @@ class PrivateServices:
             "GROUPBUY_KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "GROUPBUY_PG_PORT": str(self.pg_port),
             "GROUPBUY_KAFKA_HEAP": "384m",
+            "GROUPBUY_KAFKA_NODES": str(self.kafka_nodes),
+            "GROUPBUY_KAFKA_CLUSTER_PORT": str(self.cluster_port),
+            "GROUPBUY_KAFKA_CLUSTER_CONTROLLER_PORT": str(self.cluster_controller_port),
+            "GROUPBUY_KAFKA_NODE_HEAP": "384m",
             **env,
         }
         done = subprocess.run(
-            [sys.executable, "-m", "infra.local", "up"],
+            [sys.executable, "-m", "infra.local", command],
             cwd=ROOT,
             env=environment,
             capture_output=True,
             text=True,
             timeout=300,
         )
-        assert done.returncode == 0, f"infra.local up failed: {done.stderr.strip()}"
-        exports = {}
-        for line in done.stdout.splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            exports[name] = value.strip("'")
-        return exports
+        assert done.returncode == 0, f"infra.local {command} failed: {done.stderr.strip()}"
+        return done.stdout if command == "up" else done.stderr
 
 
 def descendants(pid: int) -> list[int]:
