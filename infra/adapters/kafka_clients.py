@@ -15,7 +15,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from infra.adapters.kafka_joins import keep_finished_joins
 from infra.adapters.topics import (
@@ -67,6 +67,44 @@ def transactional_producer(
     return KafkaProducer(
         **connection(settings), transactional_id=transactional_id, **(defaults | options)
     )
+
+
+# The longest a transaction's step (adding offsets, committing, aborting) may take: longer
+# than a leader election and a coordinator's move after a broker is lost (seconds).
+TRANSACTION_STEP_TIMEOUT = 60.0
+
+
+def send_offsets_within(
+    producer: KafkaProducer, offsets: dict[Any, Any], group_metadata: Any
+) -> None:
+    """`send_offsets_to_transaction`, but raising KafkaTimeoutError after
+    TRANSACTION_STEP_TIMEOUT (see `_step_within`)."""
+    manager = producer._transaction_manager
+    _step_within(producer, manager.send_offsets_to_transaction(offsets, group_metadata), "offsets")
+
+
+def commit_within(producer: KafkaProducer) -> None:
+    """`commit_transaction`, but raising KafkaTimeoutError after TRANSACTION_STEP_TIMEOUT."""
+    _step_within(producer, producer._transaction_manager.begin_commit(), "commit")
+
+
+def abort_within(producer: KafkaProducer) -> None:
+    """`abort_transaction`, but raising KafkaTimeoutError after TRANSACTION_STEP_TIMEOUT."""
+    _step_within(producer, producer._transaction_manager.begin_abort(), "abort")
+
+
+def _step_within(producer: KafkaProducer, result: Any, step: str) -> None:
+    """Wait for a transaction step as kafka-python's own methods do, but not for ever: in
+    kafka-python 3.0.12 they wait without a limit, and settle was seen waiting for good
+    after a three-node cluster lost the broker that coordinated its transactions
+    (tests/reliability/test_cluster.py). The caller then drops the producer; its
+    successor's init_transactions fences it and aborts what it left open. Uses the
+    producer's private `_transaction_manager` and `_sender`, as its public methods do."""
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=TRANSACTION_STEP_TIMEOUT * 1000):
+        raise KafkaTimeoutError(
+            f"Kafka did not finish the transaction's {step} within {TRANSACTION_STEP_TIMEOUT:.0f} s"
+        )
 
 
 def confirm(producer: KafkaProducer, futures: list[Any]) -> None:

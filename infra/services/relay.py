@@ -498,7 +498,7 @@ class Sender(Generic[Row]):
             self.close()  # the next producer's start aborts the transaction
             self._sort_out(rows, indices, reasons, verdicts, hung=hung)
         else:
-            producer.commit_transaction()
+            kafka_clients.commit_within(producer)
 
     def _send_each(
         self,

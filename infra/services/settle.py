@@ -230,11 +230,17 @@ class Settler:
         try:
             for message in messages:
                 self.producer.send(message.topic, key=message.key, value=message.value)
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
-            self.producer.commit_transaction()
+            # Sent first, for as long as the transaction may last: the steps after are
+            # bounded more tightly (a stalled coordinator), and a commit would flush too.
+            self.producer.flush(timeout=TRANSACTION_TIMEOUT_MS / 1000)
+            kafka_clients.send_offsets_within(
+                self.producer, offsets, self.consumer.group_metadata()
+            )
+            kafka_clients.commit_within(self.producer)
         except BaseException:
-            with suppress(KafkaError):  # a fenced producer cannot abort; its successor did
-                self.producer.abort_transaction()
+            # A fenced or stalled producer cannot abort; its successor's start does.
+            with suppress(KafkaError):
+                kafka_clients.abort_within(self.producer)
             metrics.SETTLE_TRANSACTIONS.labels("aborted").inc()
             raise
         metrics.SETTLE_TRANSACTIONS.labels("committed").inc()

@@ -156,8 +156,14 @@ def produce_raw(
         max_version=9,
     )
 
+    # To the partition's leader: on a cluster, another broker answers NOT_LEADER.
+    (described,) = admin.describe_topics([topic])
+    (leader,) = [
+        p["leader_id"] for p in described["partitions"] if p["partition_index"] == partition
+    ]
+
     async def send() -> Any:
-        return await admin._manager.send(request)
+        return await admin._manager.send(request, node_id=leader)
 
     (answer,) = admin._manager.run(send).responses[0].partition_responses
     assert answer.error_code == 0, answer

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
+from infra.adapters import kafka_clients
 from infra.adapters.topics import durability, replication_from_env
 from infra.local.common import LauncherError
 from infra.local.kafka_cluster import (
@@ -84,3 +87,39 @@ def test_replication_follows_the_cluster_unless_set(monkeypatch: pytest.MonkeyPa
 
 def test_three_replicas_want_two_in_sync_fewer_want_one() -> None:
     assert [durability(n)["min.insync.replicas"] for n in (1, 2, 3, 5)] == ["1", "1", "2", "2"]
+
+
+class NeverDone:
+    """A transaction step's result that never completes, as kafka-python's was seen to."""
+
+    def wait(self, timeout_ms: float | None = None) -> bool:
+        assert timeout_ms is not None, "waited without a limit"
+        return False
+
+
+class StalledProducer:
+    def __init__(self) -> None:
+        self._sender = type("Sender", (), {"wakeup": lambda self: None})()
+        self._transaction_manager = type(
+            "Manager",
+            (),
+            {
+                "begin_commit": lambda self: NeverDone(),
+                "begin_abort": lambda self: NeverDone(),
+                "send_offsets_to_transaction": lambda self, offsets, group: NeverDone(),
+            },
+        )()
+
+
+def test_a_stalled_transaction_step_gives_up_naming_the_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka_clients, "TRANSACTION_STEP_TIMEOUT", 0.01)
+    producer: Any = StalledProducer()
+    for step, call in (
+        ("commit", lambda: kafka_clients.commit_within(producer)),
+        ("abort", lambda: kafka_clients.abort_within(producer)),
+        ("offsets", lambda: kafka_clients.send_offsets_within(producer, {}, "group")),
+    ):
+        with pytest.raises(KafkaTimeoutError, match=f"transaction's {step} within 0 s"):
+            call()
